@@ -1,0 +1,158 @@
+"""The server process: database, gRPC server, health, and ordered shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import secrets
+import signal
+
+import grpc
+import grpc.aio
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from memoryd.v1 import conversation_pb2, conversation_pb2_grpc
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server import database
+from memoryd_server.config import Settings
+from memoryd_server.conversations import store as conversation_store
+from memoryd_server.conversations.servicer import ConversationServicer
+from memoryd_server.database import EmbeddedDatabase, StartupError
+from memoryd_server.interceptors import AccessLogInterceptor, ErrorInterceptor
+from memoryd_server.pagination import PageTokens
+from memoryd_server.telemetry import configure_tracing
+
+log = structlog.get_logger("memoryd")
+
+SERVICE_NAMES = (
+    conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
+)
+# Idempotency keys are kept this long; a retry after that appends again.
+IDEMPOTENCY_RETENTION = dt.timedelta(hours=24)
+
+
+class Memoryd:
+    """One running server: call ``start()``, then ``stop()`` (or use ``serve``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = 0
+        self.health = health.aio.HealthServicer()
+        self._embedded: EmbeddedDatabase | None = None
+        self._pool: AsyncConnectionPool | None = None
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._serving: bool | None = None
+
+    async def start(self) -> int:
+        """Start the database, migrate, open the pool and listen; returns the port."""
+        url = await self._database_url()
+        log.info("database", url=database.redact(url), embedded=self.settings.embedded)
+        await asyncio.to_thread(database.prepare_database, url)
+        if self.settings.migrate_on_start:
+            applied = await asyncio.to_thread(database.apply_migrations, url)
+            log.info("migrations_applied", count=len(applied), ids=applied)
+        self._pool = database.create_pool(url, self.settings)
+        await self._pool.open(wait=True, timeout=30.0)
+        secret = await database.read_or_create_secret(
+            self._pool, name="page_token", value=secrets.token_bytes(32))
+        self._server = self._build_server(self._pool, PageTokens(secret))
+        await self._server.start()
+        await self._set_serving(True)
+        self._tasks = [
+            asyncio.create_task(self._watch_database(), name="memoryd-health"),
+            asyncio.create_task(self._expire_idempotency_keys(), name="memoryd-expiry"),
+        ]
+        log.info("serving", addr=self.settings.addr, port=self.port, pid=os.getpid())
+        return self.port
+
+    async def _database_url(self) -> str:
+        if self.settings.database_url is not None:
+            return self.settings.database_url
+        self._embedded = EmbeddedDatabase(self.settings.data_dir)
+        return await asyncio.to_thread(self._embedded.start)
+
+    def _build_server(self, pool: AsyncConnectionPool, tokens: PageTokens) -> grpc.aio.Server:
+        tracing = aio_server_interceptor(tracer_provider=configure_tracing(self.settings))
+        server = grpc.aio.server(
+            interceptors=[tracing, AccessLogInterceptor(), ErrorInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", self.settings.max_receive_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
+            ConversationServicer(pool, self.settings, tokens), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        try:
+            self.port = server.add_insecure_port(self.settings.addr)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {self.settings.addr}: {exc}") from None
+        return server
+
+    async def _set_serving(self, serving: bool) -> None:
+        if serving == self._serving:
+            return
+        self._serving = serving
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+        log.info("health", serving=serving)
+
+    async def _watch_database(self) -> None:
+        """NOT_SERVING while the database does not answer, SERVING again once it does."""
+        assert self._pool is not None
+        while True:
+            await asyncio.sleep(self.settings.health_interval_seconds)
+            await self._set_serving(await database.ping(self._pool))
+
+    async def _expire_idempotency_keys(self) -> None:
+        assert self._pool is not None
+        while True:
+            try:
+                while await conversation_store.delete_expired_idempotency_keys(
+                        self._pool, older_than=IDEMPOTENCY_RETENTION) > 0:
+                    await asyncio.sleep(0.1)
+            except Exception:  # noqa: BLE001 - retried next round; the database may be down
+                log.warning("idempotency_expiry_failed", exc_info=True)
+            await asyncio.sleep(600)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop accepting, finish in-flight calls within ``grace``, then release everything."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        log.info("stopping", grace_seconds=grace)
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pool is not None:
+            await self._pool.close()
+        if self._embedded is not None:
+            await asyncio.to_thread(self._embedded.stop)
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order."""
+    app = Memoryd(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+        await stop.wait()
+    finally:
+        await app.stop()

@@ -1,0 +1,137 @@
+"""Settings: the only reader of MEMORYD_* and DATABASE_URL, validated at start."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server configuration. Build it with ``Settings.from_env(os.environ)``."""
+
+    addr: str = "127.0.0.1:50051"
+    database_url: str | None = None
+    data_dir: Path = Path("memoryd-data")
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    max_content_bytes: int = 1024 * 1024
+    max_receive_bytes: int = 16 * 1024 * 1024
+    statement_timeout_ms: int = 30_000
+    shutdown_grace_seconds: float = 10.0
+    health_interval_seconds: float = 5.0
+    migrate_on_start: bool = True
+    log_level: str = "info"
+    log_format: LogFormat = "auto"
+    otlp_endpoint: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read settings from ``environ``; unset or empty variables keep defaults."""
+        env = {k: v for k, v in environ.items() if v != ""}
+        values: dict[str, object] = {}
+        for var, field, parse in _VARIABLES:
+            if var in env:
+                try:
+                    values[field] = parse(env[var])
+                except ValueError as exc:
+                    raise ConfigError(f"{var}: {exc}") from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Reject combinations that cannot work, naming the variable."""
+        host, sep, port = self.addr.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"MEMORYD_ADDR: expected HOST:PORT, got {self.addr!r}")
+        if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
+            raise ConfigError(
+                "MEMORYD_POOL_MIN_SIZE/MEMORYD_POOL_MAX_SIZE: need 1 <= min <= max"
+            )
+        if self.max_receive_bytes < self.max_content_bytes:
+            raise ConfigError(
+                "MEMORYD_MAX_RECEIVE_BYTES: must be at least MEMORYD_MAX_CONTENT_BYTES"
+            )
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError("DATABASE_URL: expected a postgresql:// URL")
+
+    @property
+    def embedded(self) -> bool:
+        """True when the server runs its own PostgreSQL in ``data_dir``."""
+        return self.database_url is None
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests and the CLI use it)."""
+        new = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        new.validate()
+        return new
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _log_level(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in {"debug", "info", "warning", "error"}:
+        raise ValueError(f"expected debug, info, warning or error, got {text!r}")
+    return lowered
+
+
+def _log_format(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in {"auto", "json", "console"}:
+        raise ValueError(f"expected auto, json or console, got {text!r}")
+    return lowered
+
+
+# (environment variable, Settings field, parser). The README's table lists the same.
+_VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
+    ("MEMORYD_ADDR", "addr", str),
+    ("DATABASE_URL", "database_url", str),
+    ("MEMORYD_DATA_DIR", "data_dir", Path),
+    ("MEMORYD_POOL_MIN_SIZE", "pool_min_size", _positive_int),
+    ("MEMORYD_POOL_MAX_SIZE", "pool_max_size", _positive_int),
+    ("MEMORYD_MAX_CONTENT_BYTES", "max_content_bytes", _positive_int),
+    ("MEMORYD_MAX_RECEIVE_BYTES", "max_receive_bytes", _positive_int),
+    ("MEMORYD_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", _positive_int),
+    ("MEMORYD_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _positive_float),
+    ("MEMORYD_HEALTH_INTERVAL_SECONDS", "health_interval_seconds", _positive_float),
+    ("MEMORYD_MIGRATE_ON_START", "migrate_on_start", _bool),
+    ("MEMORYD_LOG_LEVEL", "log_level", _log_level),
+    ("MEMORYD_LOG_FORMAT", "log_format", _log_format),
+    ("MEMORYD_OTLP_ENDPOINT", "otlp_endpoint", str),
+)
+
+ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(var for var, _, _ in _VARIABLES)

@@ -1,0 +1,1 @@
+"""ConversationService: conversations, messages, context windows, session state."""

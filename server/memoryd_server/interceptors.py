@@ -1,0 +1,157 @@
+"""Per-RPC interceptors: the access log, and the error boundary that parses requests."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from memoryd_server.errors import INTERNAL_MESSAGE, InvalidArgument, MemorydError
+
+log = structlog.get_logger("memoryd.rpc")
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+Behavior = Callable[..., Any]
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior, bool], Behavior],
+            *, raw_requests: bool = False) -> grpc.RpcMethodHandler:
+    """A copy of ``handler`` whose behaviour is ``wrap(behaviour, is_stream_response)``."""
+    deserializer = None if raw_requests else handler.request_deserializer
+    serializer = handler.response_serializer
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            wrap(handler.unary_unary, False), deserializer, serializer)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            wrap(handler.unary_stream, True), deserializer, serializer)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            wrap(handler.stream_unary, False), deserializer, serializer)
+    return grpc.stream_stream_rpc_method_handler(
+        wrap(handler.stream_stream, True), deserializer, serializer)
+
+
+class AccessLogInterceptor(grpc.aio.ServerInterceptor):
+    """Logs one ``rpc`` event per call: method, status code, duration, peer."""
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+
+        def finish(context: grpc.aio.ServicerContext[Any, Any], start: float) -> None:
+            code = context.code() or grpc.StatusCode.OK
+            log.info(
+                "rpc",
+                rpc=method,
+                code=code.name if isinstance(code, grpc.StatusCode) else str(code),
+                duration_ms=round((time.perf_counter() - start) * 1000, 3),
+                peer=context.peer(),
+            )
+
+        def wrap(behavior: Behavior, streams: bool) -> Behavior:
+            async def logged(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                start = time.perf_counter()
+                try:
+                    return await behavior(request, context)
+                finally:
+                    finish(context, start)
+
+            async def logged_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any],
+                                    ) -> AsyncIterator[Any]:
+                # Stream handlers are async generators or coroutines that call write().
+                start = time.perf_counter()
+                try:
+                    result = behavior(request, context)
+                    if inspect.isasyncgen(result):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result
+                finally:
+                    finish(context, start)
+
+            return logged_stream if streams else logged
+
+        return _rewrap(handler, wrap)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Turns domain errors into statuses with ``google.rpc`` details.
+
+    It also parses unary requests itself, so bytes that are not a valid
+    message get INVALID_ARGUMENT instead of grpc's UNKNOWN. Unexpected
+    exceptions are logged with their traceback and returned as INTERNAL with
+    a generic message.
+    """
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler.unary_unary:
+            return handler
+        parse = handler.request_deserializer
+        method = handler_call_details.method
+
+        def wrap(behavior: Behavior, _: bool) -> Behavior:
+            async def guarded(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    request = _parse(parse, raw, method)
+                    return await behavior(request, context)
+                except MemorydError as exc:
+                    await abort_with(context, exc)
+                except Exception:  # noqa: BLE001 - the boundary: nothing unmapped escapes
+                    if context.code() is not None:  # already aborted by the handler
+                        raise
+                    log.exception("unhandled_error", rpc=method)
+                    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+            return guarded
+
+        return _rewrap(handler, wrap, raw_requests=True)
+
+
+def _parse(parse: Callable[[bytes], Any] | None, raw: bytes, method: str) -> Any:
+    if parse is None:
+        return raw
+    try:
+        return parse(raw)
+    except Exception as exc:  # noqa: BLE001 - DecodeError and friends
+        name = method.rsplit("/", 1)[-1] + "Request"
+        raise InvalidArgument("request", f"the bytes are not a valid {name} message") from exc
+
+
+def status_for(exc: MemorydError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` sent in ``grpc-status-details-bin`` for ``exc``."""
+    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain="memoryd"))
+    status.details.append(info)
+    if isinstance(exc, InvalidArgument):
+        bad = any_pb2.Any()
+        bad.Pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=exc.field, description=exc.description)
+        ]))
+        status.details.append(bad)
+    return status
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: MemorydError) -> None:
+    """Abort the call with ``exc``'s code, message and details."""
+    details = status_for(exc).SerializeToString()
+    await context.abort(exc.code, exc.message, trailing_metadata=(
+        ("grpc-status-details-bin", details),))
+

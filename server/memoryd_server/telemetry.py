@@ -1,0 +1,72 @@
+"""Logging (structlog) and tracing (OpenTelemetry) set-up."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from structlog.typing import EventDict, WrappedLogger
+
+from memoryd_server.config import Settings
+
+
+def add_trace_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Add the current span's trace id, so a log line leads to its trace."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+    return event_dict
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """JSON lines when not on a TTY (or when asked), readable console otherwise."""
+    out = stream if stream is not None else sys.stderr
+    use_json = settings.log_format == "json" or (
+        settings.log_format == "auto" and not out.isatty()
+    )
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            add_trace_id,
+            structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[settings.log_level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def configure_tracing(settings: Settings) -> TracerProvider:
+    """A tracer provider; spans are exported only when an OTLP endpoint is set."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "memoryd"}))
+    if settings.otlp_endpoint:
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+                OTLPSpanExporter,
+            )
+        except ImportError as exc:
+            raise RuntimeError(
+                "MEMORYD_OTLP_ENDPOINT is set but the OTLP exporter is not installed; "
+                "install memoryd-server[otlp]"
+            ) from exc
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
+        )
+    return provider

@@ -1,0 +1,24 @@
+"""Checks shared by servicers; each failure is INVALID_ARGUMENT naming the field."""
+
+from __future__ import annotations
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
+from memoryd_server.errors import InvalidArgument
+
+
+def check_text(field: str, value: str, max_bytes: int) -> str:
+    """``value`` if it fits ``max_bytes`` of UTF-8 and has no NUL (PostgreSQL rejects it)."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise InvalidArgument(field, f"is {size} bytes; the limit is {max_bytes}")
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL characters")
+    return value
+
+
+def check_enum(field: str, value: int, enum: EnumTypeWrapper) -> int:
+    """``value`` if it is a known value of ``enum`` (proto3 keeps unknown numbers)."""
+    if value not in enum.values():
+        raise InvalidArgument(field, f"{value} is not a known {enum.DESCRIPTOR.name} value")
+    return value
