@@ -20,10 +20,10 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from grpc_status import rpc_status
-from memoryd.v1 import conversation_pb2_grpc
-
 from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from memoryd.v1 import conversation_pb2_grpc
 from memoryd_server.app import Memoryd
 from memoryd_server.config import Settings
 from memoryd_server.telemetry import configure_logging
@@ -84,8 +84,9 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def test_settings(pg_uri: str) -> Settings:
     """Settings of the session's server: the session database, an ephemeral port."""
-    return Settings(addr="127.0.0.1:0", database_url=pg_uri, pool_max_size=12,
-                    health_interval_seconds=0.5)
+    return Settings(
+        addr="127.0.0.1:0", database_url=pg_uri, pool_max_size=12, health_interval_seconds=0.5
+    )
 
 
 @pytest.fixture(scope="session")
@@ -108,12 +109,16 @@ def grpc_server(memoryd_server: ServerThread) -> ServerThread:
 
 
 @pytest.fixture(scope="module")
-def grpc_create_channel(grpc_addr: str, grpc_server: ServerThread,
-                        ) -> Callable[..., grpc.Channel]:
+def grpc_create_channel(
+    grpc_addr: str,
+    grpc_server: ServerThread,
+) -> Callable[..., grpc.Channel]:
     del grpc_server
 
-    def create(credentials: grpc.ChannelCredentials | None = None,
-               options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+    def create(
+        credentials: grpc.ChannelCredentials | None = None,
+        options: list[tuple[str, Any]] | None = None,
+    ) -> grpc.Channel:
         if credentials is not None:
             return grpc.secure_channel(grpc_addr, credentials, options)
         return grpc.insecure_channel(grpc_addr, options)
@@ -146,8 +151,13 @@ def rpc_error(call: Callable[[], Any]) -> grpc.RpcError:
     return info.value
 
 
-def assert_status(call: Callable[[], Any], code: grpc.StatusCode, *,
-                  field: str | None = None, message: str | None = None) -> grpc.RpcError:
+def assert_status(
+    call: Callable[[], Any],
+    code: grpc.StatusCode,
+    *,
+    field: str | None = None,
+    message: str | None = None,
+) -> grpc.RpcError:
     """Assert ``call()`` fails with ``code``; with ``field``, that the BadRequest names it."""
     err = rpc_error(call)
     assert err.code() == code, (err.code(), err.details())

@@ -14,10 +14,10 @@ import grpc.aio
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from memoryd.v1 import conversation_pb2, conversation_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from psycopg_pool import AsyncConnectionPool
 
+from memoryd.v1 import conversation_pb2, conversation_pb2_grpc
 from memoryd_server import database
 from memoryd_server.config import Settings
 from memoryd_server.conversations import store as conversation_store
@@ -29,9 +29,7 @@ from memoryd_server.telemetry import configure_tracing
 
 log = structlog.get_logger("memoryd")
 
-SERVICE_NAMES = (
-    conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
-)
+SERVICE_NAMES = (conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,)
 # Idempotency keys are kept this long; a retry after that appends again.
 IDEMPOTENCY_RETENTION = dt.timedelta(hours=24)
 
@@ -60,7 +58,8 @@ class Memoryd:
         self._pool = database.create_pool(url, self.settings)
         await self._pool.open(wait=True, timeout=30.0)
         secret = await database.read_or_create_secret(
-            self._pool, name="page_token", value=secrets.token_bytes(32))
+            self._pool, name="page_token", value=secrets.token_bytes(32)
+        )
         self._server = self._build_server(self._pool, PageTokens(secret))
         await self._server.start()
         await self._set_serving(True)
@@ -87,10 +86,12 @@ class Memoryd:
             ],
         )
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
-            ConversationServicer(pool, self.settings, tokens), server)
+            ConversationServicer(pool, self.settings, tokens), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
         try:
             self.port = server.add_insecure_port(self.settings.addr)
         except RuntimeError as exc:
@@ -101,8 +102,11 @@ class Memoryd:
         if serving == self._serving:
             return
         self._serving = serving
-        status = (health_pb2.HealthCheckResponse.SERVING if serving
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
         log.info("health", serving=serving)
@@ -118,10 +122,14 @@ class Memoryd:
         assert self._pool is not None
         while True:
             try:
-                while await conversation_store.delete_expired_idempotency_keys(
-                        self._pool, older_than=IDEMPOTENCY_RETENTION) > 0:
-                    await asyncio.sleep(0.1)
-            except Exception:  # noqa: BLE001 - retried next round; the database may be down
+                # Small batches keep each delete short; a backlog drains over the rounds.
+                for _ in range(100):
+                    deleted = await conversation_store.delete_expired_idempotency_keys(
+                        self._pool, older_than=IDEMPOTENCY_RETENTION
+                    )
+                    if not deleted:
+                        break
+            except Exception:
                 log.warning("idempotency_expiry_failed", exc_info=True)
             await asyncio.sleep(600)
 

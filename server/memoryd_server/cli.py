@@ -30,8 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply, list or roll back migrations")
     group = migrate.add_mutually_exclusive_group()
     group.add_argument("--list", action="store_true", help="list migrations and their state")
-    group.add_argument("--rollback", nargs="?", type=int, const=1, metavar="N",
-                       help="roll back the last N applied migrations (default 1)")
+    group.add_argument(
+        "--rollback",
+        nargs="?",
+        type=int,
+        const=1,
+        metavar="N",
+        help="roll back the last N applied migrations (default 1)",
+    )
     return parser
 
 
@@ -57,7 +63,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> None:
         if args.rollback < 1:
             raise ConfigError("--rollback: N must be at least 1")
         undone = _with_database(
-            settings, lambda url: database.rollback_migrations(url, args.rollback))
+            settings, lambda url: database.rollback_migrations(url, args.rollback)
+        )
         print(f"rolled back {len(undone)}: {' '.join(undone) or '-'}")
     else:
         applied = _with_database(settings, database.apply_migrations)

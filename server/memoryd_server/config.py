@@ -55,9 +55,7 @@ class Settings:
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"MEMORYD_ADDR: expected HOST:PORT, got {self.addr!r}")
         if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
-            raise ConfigError(
-                "MEMORYD_POOL_MIN_SIZE/MEMORYD_POOL_MAX_SIZE: need 1 <= min <= max"
-            )
+            raise ConfigError("MEMORYD_POOL_MIN_SIZE/MEMORYD_POOL_MAX_SIZE: need 1 <= min <= max")
         if self.max_receive_bytes < self.max_content_bytes:
             raise ConfigError(
                 "MEMORYD_MAX_RECEIVE_BYTES: must be at least MEMORYD_MAX_CONTENT_BYTES"

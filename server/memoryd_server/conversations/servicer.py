@@ -7,10 +7,10 @@ from typing import Any
 
 import grpc.aio
 from google.protobuf.message import Message as ProtoMessage
-from memoryd.v1 import conversation_pb2 as pb
-from memoryd.v1 import conversation_pb2_grpc as pb_grpc
 from psycopg_pool import AsyncConnectionPool
 
+from memoryd.v1 import conversation_pb2 as pb
+from memoryd.v1 import conversation_pb2_grpc as pb_grpc
 from memoryd_server import tenancy
 from memoryd_server.config import Settings
 from memoryd_server.conversations import models, store
@@ -53,16 +53,16 @@ def _request_hash(request: ProtoMessage) -> bytes:
 class ConversationServicer(pb_grpc.ConversationServiceServicer):
     """The proto boundary of ConversationService."""
 
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings,
-                 tokens: PageTokens) -> None:
+    def __init__(self, pool: AsyncConnectionPool, settings: Settings, tokens: PageTokens) -> None:
         self._pool = pool
         self._settings = settings
         self._tokens = tokens
 
     # -- validation -------------------------------------------------------
 
-    def _new_conversation(self, field: str, conv: pb.Conversation,
-                          conversation_id: str) -> models.NewConversation:
+    def _new_conversation(
+        self, field: str, conv: pb.Conversation, conversation_id: str
+    ) -> models.NewConversation:
         limit = self._settings.max_content_bytes
         return models.NewConversation(
             id=conversation_id,
@@ -89,11 +89,13 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             path = f"{field}.tool_calls[{i}]"
             if not call.name:
                 raise InvalidArgument(f"{path}.name", "is required")
-            tool_calls.append({
-                "id": check_text(f"{path}.id", call.id, 256),
-                "name": check_text(f"{path}.name", call.name, 256),
-                "arguments": struct_to_dict(f"{path}.arguments", call.arguments, limit),
-            })
+            tool_calls.append(
+                {
+                    "id": check_text(f"{path}.id", call.id, 256),
+                    "name": check_text(f"{path}.name", call.name, 256),
+                    "arguments": struct_to_dict(f"{path}.arguments", call.arguments, limit),
+                }
+            )
         return models.NewMessage(
             role=role,
             content=content,
@@ -107,28 +109,37 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
 
     # -- RPCs -------------------------------------------------------------
 
-    async def CreateConversation(self, request: pb.CreateConversationRequest,
-                                 context: Context) -> pb.CreateConversationResponse:
-        conversation_id = (check_resource_id("conversation_id", request.conversation_id)
-                           if request.conversation_id else str(uuid7()))
+    async def CreateConversation(
+        self, request: pb.CreateConversationRequest, context: Context
+    ) -> pb.CreateConversationResponse:
+        conversation_id = (
+            check_resource_id("conversation_id", request.conversation_id)
+            if request.conversation_id
+            else str(uuid7())
+        )
         new = self._new_conversation("conversation", request.conversation, conversation_id)
         created = await store.create_conversation(
-            self._pool, tenant_id=tenancy.tenant_of(context), new=new,
+            self._pool,
+            tenant_id=tenancy.tenant_of(context),
+            new=new,
             request_id=check_text("request_id", request.request_id, 128),
             request_hash=_request_hash(request),
         )
         return pb.CreateConversationResponse(conversation=conversation_to_pb(created))
 
-    async def GetConversation(self, request: pb.GetConversationRequest,
-                              context: Context) -> pb.GetConversationResponse:
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: Context
+    ) -> pb.GetConversationResponse:
         found = await store.get_conversation(
-            self._pool, tenant_id=tenancy.tenant_of(context),
+            self._pool,
+            tenant_id=tenancy.tenant_of(context),
             conversation_id=check_resource_id("conversation_id", request.conversation_id),
         )
         return pb.GetConversationResponse(conversation=conversation_to_pb(found))
 
-    async def ListConversations(self, request: pb.ListConversationsRequest,
-                                context: Context) -> pb.ListConversationsResponse:
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: Context
+    ) -> pb.ListConversationsResponse:
         status = check_enum("status", request.status, pb.ConversationStatus)
         filter_ = models.ConversationFilter(
             user_id=check_text("user_id", request.user_id, 256),
@@ -144,38 +155,47 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         if position is not None:
             after = _decode_activity(position)
         rows = await store.list_conversations(
-            self._pool, tenant_id=tenant, filter=filter_, limit=limit + 1, after=after)
+            self._pool, tenant_id=tenant, filter=filter_, limit=limit + 1, after=after
+        )
         token = ""
         if len(rows) > limit:
             rows = rows[:limit]
             last = rows[-1]
             token = self._tokens.encode(
-                "conversations", query, [last.last_activity_time.isoformat(), last.id])
+                "conversations", query, [last.last_activity_time.isoformat(), last.id]
+            )
         return pb.ListConversationsResponse(
-            conversations=[conversation_to_pb(c) for c in rows], next_page_token=token)
+            conversations=[conversation_to_pb(c) for c in rows], next_page_token=token
+        )
 
-    async def UpdateConversation(self, request: pb.UpdateConversationRequest,
-                                 context: Context) -> pb.UpdateConversationResponse:
+    async def UpdateConversation(
+        self, request: pb.UpdateConversationRequest, context: Context
+    ) -> pb.UpdateConversationResponse:
         conversation_id = check_resource_id("conversation.id", request.conversation.id)
         paths = list(request.update_mask.paths)
         if not paths:
             raise InvalidArgument(
-                "update_mask", "must name at least one of " + ", ".join(sorted(models.UPDATABLE_FIELDS)))
+                "update_mask",
+                "must name at least one of " + ", ".join(sorted(models.UPDATABLE_FIELDS)),
+            )
         conv = request.conversation
         limit = self._settings.max_content_bytes
         changes: dict[str, Any] = {}
         for path in paths:
             if path not in models.UPDATABLE_FIELDS:
                 raise InvalidArgument(
-                    "update_mask", f"{path!r} is not an updatable field; use "
-                    + ", ".join(sorted(models.UPDATABLE_FIELDS)))
+                    "update_mask",
+                    f"{path!r} is not an updatable field; use "
+                    + ", ".join(sorted(models.UPDATABLE_FIELDS)),
+                )
             if path == "title":
                 changes["title"] = check_text("conversation.title", conv.title, 1024)
             elif path == "summary":
                 changes["summary"] = check_text("conversation.summary", conv.summary, limit)
             elif path == "status":
                 status = _STATUS_TO_DB.get(
-                    check_enum("conversation.status", conv.status, pb.ConversationStatus))
+                    check_enum("conversation.status", conv.status, pb.ConversationStatus)
+                )
                 if status is None:
                     raise InvalidArgument("conversation.status", "must not be UNSPECIFIED")
                 changes["status"] = status
@@ -183,51 +203,65 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
                 changes[path] = struct_to_dict(f"conversation.{path}", getattr(conv, path), limit)
         expected = request.expected_version if request.HasField("expected_version") else None
         updated = await store.update_conversation(
-            self._pool, tenant_id=tenancy.tenant_of(context), conversation_id=conversation_id,
-            changes=changes, expected_version=expected,
+            self._pool,
+            tenant_id=tenancy.tenant_of(context),
+            conversation_id=conversation_id,
+            changes=changes,
+            expected_version=expected,
         )
         return pb.UpdateConversationResponse(conversation=conversation_to_pb(updated))
 
-    async def DeleteConversation(self, request: pb.DeleteConversationRequest,
-                                 context: Context) -> pb.DeleteConversationResponse:
+    async def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, context: Context
+    ) -> pb.DeleteConversationResponse:
         count = await store.delete_conversation(
-            self._pool, tenant_id=tenancy.tenant_of(context),
+            self._pool,
+            tenant_id=tenancy.tenant_of(context),
             conversation_id=check_resource_id("conversation_id", request.conversation_id),
         )
         return pb.DeleteConversationResponse(deleted_message_count=count)
 
-    async def AppendMessages(self, request: pb.AppendMessagesRequest,
-                             context: Context) -> pb.AppendMessagesResponse:
+    async def AppendMessages(
+        self, request: pb.AppendMessagesRequest, context: Context
+    ) -> pb.AppendMessagesResponse:
         conversation_id = check_resource_id("conversation_id", request.conversation_id)
         if not request.messages:
             raise InvalidArgument("messages", "must hold at least one message")
         if len(request.messages) > MAX_MESSAGES_PER_APPEND:
             raise InvalidArgument("messages", f"must hold at most {MAX_MESSAGES_PER_APPEND}")
-        messages = [self._new_message(f"messages[{i}]", m)
-                    for i, m in enumerate(request.messages)]
+        messages = [self._new_message(f"messages[{i}]", m) for i, m in enumerate(request.messages)]
         create = None
         if request.create_if_missing:
             create = self._new_conversation("conversation", request.conversation, conversation_id)
         appended, conversation = await store.append_messages(
-            self._pool, tenant_id=tenancy.tenant_of(context), conversation_id=conversation_id,
-            messages=messages, request_id=check_text("request_id", request.request_id, 128),
-            request_hash=_request_hash(request), create_if_missing=create,
+            self._pool,
+            tenant_id=tenancy.tenant_of(context),
+            conversation_id=conversation_id,
+            messages=messages,
+            request_id=check_text("request_id", request.request_id, 128),
+            request_hash=_request_hash(request),
+            create_if_missing=create,
         )
         return pb.AppendMessagesResponse(
             messages=[message_to_pb(m) for m in appended],
             conversation=conversation_to_pb(conversation),
         )
 
-    async def ListMessages(self, request: pb.ListMessagesRequest,
-                           context: Context) -> pb.ListMessagesResponse:
+    async def ListMessages(
+        self, request: pb.ListMessagesRequest, context: Context
+    ) -> pb.ListMessagesResponse:
         conversation_id = check_resource_id("conversation_id", request.conversation_id)
         tenant = tenancy.tenant_of(context)
         limit = page_size(request.page_size, default=100)
         start = request.start_seq if request.HasField("start_seq") else None
         if start is not None and start < 0:
             raise InvalidArgument("start_seq", "must not be negative")
-        query = {"tenant": tenant, "conversation": conversation_id,
-                 "newest_first": request.newest_first, "start": start}
+        query = {
+            "tenant": tenant,
+            "conversation": conversation_id,
+            "newest_first": request.newest_first,
+            "start": start,
+        }
         position = self._tokens.decode(request.page_token, "messages", query)
         from_seq = start
         if position is not None:
@@ -235,18 +269,24 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
                 raise InvalidArgument("page_token", "is not a valid page token for this request")
             from_seq = position[0]
         rows = await store.list_messages(
-            self._pool, tenant_id=tenant, conversation_id=conversation_id, limit=limit + 1,
-            newest_first=request.newest_first, from_seq=from_seq,
+            self._pool,
+            tenant_id=tenant,
+            conversation_id=conversation_id,
+            limit=limit + 1,
+            newest_first=request.newest_first,
+            from_seq=from_seq,
         )
         token = ""
         if len(rows) > limit:
             token = self._tokens.encode("messages", query, [rows[limit].seq])
             rows = rows[:limit]
-        return pb.ListMessagesResponse(messages=[message_to_pb(m) for m in rows],
-                                       next_page_token=token)
+        return pb.ListMessagesResponse(
+            messages=[message_to_pb(m) for m in rows], next_page_token=token
+        )
 
-    async def GetContextWindow(self, request: pb.GetContextWindowRequest,
-                               context: Context) -> pb.GetContextWindowResponse:
+    async def GetContextWindow(
+        self, request: pb.GetContextWindowRequest, context: Context
+    ) -> pb.GetContextWindowResponse:
         conversation_id = check_resource_id("conversation_id", request.conversation_id)
         if request.max_messages < 0:
             raise InvalidArgument("max_messages", "must not be negative")
@@ -256,10 +296,14 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             raise InvalidArgument("max_tokens", "must not be negative")
         max_tokens = request.max_tokens or None
         max_messages = request.max_messages or (
-            MAX_WINDOW_MESSAGES if max_tokens else DEFAULT_WINDOW_MESSAGES)
+            MAX_WINDOW_MESSAGES if max_tokens else DEFAULT_WINDOW_MESSAGES
+        )
         window = await store.get_context_window(
-            self._pool, tenant_id=tenancy.tenant_of(context), conversation_id=conversation_id,
-            max_messages=max_messages, max_tokens=max_tokens,
+            self._pool,
+            tenant_id=tenancy.tenant_of(context),
+            conversation_id=conversation_id,
+            max_messages=max_messages,
+            max_tokens=max_tokens,
             include_system_messages=request.include_system_messages,
         )
         return pb.GetContextWindowResponse(
@@ -269,23 +313,27 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             omitted_message_count=window.omitted_message_count,
         )
 
-    async def SetMessageFeedback(self, request: pb.SetMessageFeedbackRequest,
-                                 context: Context) -> pb.SetMessageFeedbackResponse:
+    async def SetMessageFeedback(
+        self, request: pb.SetMessageFeedbackRequest, context: Context
+    ) -> pb.SetMessageFeedbackResponse:
         conversation_id = check_resource_id("conversation_id", request.conversation_id)
         message_id = parse_uuid("message_id", request.message_id)
         rating = _RATING_TO_DB.get(check_enum("rating", request.rating, pb.FeedbackRating))
         if rating is None:
             raise InvalidArgument("rating", "must be POSITIVE or NEGATIVE")
         updated = await store.set_message_feedback(
-            self._pool, tenant_id=tenancy.tenant_of(context), conversation_id=conversation_id,
-            message_id=message_id, rating=rating,
+            self._pool,
+            tenant_id=tenancy.tenant_of(context),
+            conversation_id=conversation_id,
+            message_id=message_id,
+            rating=rating,
             comment=check_text("comment", request.comment, 4096),
         )
         return pb.SetMessageFeedbackResponse(message=message_to_pb(updated))
 
 
 def _decode_activity(position: list[Any]) -> tuple[Any, str]:
-    import datetime as dt  # noqa: PLC0415 - only page tokens need it
+    import datetime as dt
 
     try:
         when, last_id = position
@@ -297,12 +345,21 @@ def _decode_activity(position: list[Any]) -> tuple[Any, str]:
 def conversation_to_pb(c: models.Conversation) -> pb.Conversation:
     """The proto of a conversation row."""
     return pb.Conversation(
-        id=c.id, user_id=c.user_id, agent_id=c.agent_id, app_name=c.app_name, title=c.title,
-        status=_STATUS_TO_PB[c.status], summary=c.summary,  # type: ignore[arg-type]
-        metadata=dict_to_struct(c.metadata), state=dict_to_struct(c.state), version=c.version,
-        message_count=c.message_count, total_input_tokens=c.total_input_tokens,
+        id=c.id,
+        user_id=c.user_id,
+        agent_id=c.agent_id,
+        app_name=c.app_name,
+        title=c.title,
+        status=_STATUS_TO_PB[c.status],
+        summary=c.summary,  # type: ignore[arg-type]
+        metadata=dict_to_struct(c.metadata),
+        state=dict_to_struct(c.state),
+        version=c.version,
+        message_count=c.message_count,
+        total_input_tokens=c.total_input_tokens,
         total_output_tokens=c.total_output_tokens,
-        last_message_time=timestamp(c.last_message_time), create_time=timestamp(c.create_time),
+        last_message_time=timestamp(c.last_message_time),
+        create_time=timestamp(c.create_time),
         update_time=timestamp(c.update_time),
     )
 
@@ -311,16 +368,30 @@ def message_to_pb(m: models.Message) -> pb.Message:
     """The proto of a message row."""
     feedback = None
     if m.feedback_rating is not None:
-        feedback = pb.Feedback(rating=_RATING_TO_PB[m.feedback_rating],  # type: ignore[arg-type]
-                               comment=m.feedback_comment or "",
-                               update_time=timestamp(m.feedback_time))
+        feedback = pb.Feedback(
+            rating=_RATING_TO_PB[m.feedback_rating],  # type: ignore[arg-type]
+            comment=m.feedback_comment or "",
+            update_time=timestamp(m.feedback_time),
+        )
     return pb.Message(
-        id=str(m.id), conversation_id=m.conversation_id, seq=m.seq,
-        role=_ROLE_TO_PB[m.role], content=m.content, name=m.name,  # type: ignore[arg-type]
-        tool_calls=[pb.ToolCall(id=t.get("id", ""), name=t.get("name", ""),
-                                arguments=dict_to_struct(t.get("arguments")))
-                    for t in m.tool_calls],
-        tool_call_id=m.tool_call_id, token_count=m.token_count, model=m.model,
-        metadata=dict_to_struct(m.metadata), feedback=feedback,
+        id=str(m.id),
+        conversation_id=m.conversation_id,
+        seq=m.seq,
+        role=_ROLE_TO_PB[m.role],
+        content=m.content,
+        name=m.name,  # type: ignore[arg-type]
+        tool_calls=[
+            pb.ToolCall(
+                id=t.get("id", ""),
+                name=t.get("name", ""),
+                arguments=dict_to_struct(t.get("arguments")),
+            )
+            for t in m.tool_calls
+        ],
+        tool_call_id=m.tool_call_id,
+        token_count=m.token_count,
+        model=m.model,
+        metadata=dict_to_struct(m.metadata),
+        feedback=feedback,
         create_time=timestamp(m.create_time),
     )

@@ -46,8 +46,9 @@ def _not_found(conversation_id: str) -> NotFound:
     return NotFound(f"conversation {conversation_id!r} does not exist")
 
 
-async def _insert_conversation(conn: Conn, tenant_id: str, new: NewConversation, *,
-                               if_missing: bool = False) -> Conversation | None:
+async def _insert_conversation(
+    conn: Conn, tenant_id: str, new: NewConversation, *, if_missing: bool = False
+) -> Conversation | None:
     query = sql.SQL(
         "INSERT INTO conversations"
         " (tenant_id, id, user_id, agent_id, app_name, title, metadata, state)"
@@ -58,8 +59,13 @@ async def _insert_conversation(conn: Conn, tenant_id: str, new: NewConversation,
         cols=_CONVERSATION_COLUMNS,
     )
     params = {
-        "tenant": tenant_id, "id": new.id, "user_id": new.user_id, "agent_id": new.agent_id,
-        "app_name": new.app_name, "title": new.title, "metadata": Jsonb(new.metadata),
+        "tenant": tenant_id,
+        "id": new.id,
+        "user_id": new.user_id,
+        "agent_id": new.agent_id,
+        "app_name": new.app_name,
+        "title": new.title,
+        "metadata": Jsonb(new.metadata),
         "state": Jsonb(new.state),
     }
     async with conn.cursor(row_factory=class_row(Conversation)) as cur:
@@ -67,8 +73,11 @@ async def _insert_conversation(conn: Conn, tenant_id: str, new: NewConversation,
         return await cur.fetchone()
 
 
-async def _select_conversation(conn: Conn, tenant_id: str, conversation_id: str,
-                               ) -> Conversation | None:
+async def _select_conversation(
+    conn: Conn,
+    tenant_id: str,
+    conversation_id: str,
+) -> Conversation | None:
     query = sql.SQL(
         "SELECT {cols} FROM conversations WHERE tenant_id = %(tenant)s AND id = %(id)s"
     ).format(cols=_CONVERSATION_COLUMNS)
@@ -78,8 +87,14 @@ async def _select_conversation(conn: Conn, tenant_id: str, conversation_id: str,
 
 
 async def _idempotent(
-    conn: Conn, *, tenant_id: str, request_id: str, method: str, request_hash: bytes,
-    conversation_id: str, replay: Callable[[str, list[uuid.UUID]], Awaitable[T]],
+    conn: Conn,
+    *,
+    tenant_id: str,
+    request_id: str,
+    method: str,
+    request_hash: bytes,
+    conversation_id: str,
+    replay: Callable[[str, list[uuid.UUID]], Awaitable[T]],
 ) -> T | None:
     """Claim ``request_id`` in this transaction, or replay the call that holds it.
 
@@ -110,12 +125,17 @@ async def _idempotent(
 
 
 async def create_conversation(
-    pool: AsyncConnectionPool, *, tenant_id: str, new: NewConversation,
-    request_id: str = "", request_hash: bytes = b"",
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    new: NewConversation,
+    request_id: str = "",
+    request_hash: bytes = b"",
 ) -> Conversation:
     """Insert a conversation; ALREADY_EXISTS when its id is taken."""
     async with transaction(pool) as conn:
         if request_id:
+
             async def replay(stored_id: str, _: list[uuid.UUID]) -> Conversation:
                 found = await _select_conversation(conn, tenant_id, stored_id)
                 if found is None:
@@ -123,9 +143,13 @@ async def create_conversation(
                 return found
 
             replayed = await _idempotent(
-                conn, tenant_id=tenant_id, request_id=request_id,
-                method="CreateConversation", request_hash=request_hash,
-                conversation_id=new.id, replay=replay,
+                conn,
+                tenant_id=tenant_id,
+                request_id=request_id,
+                method="CreateConversation",
+                request_hash=request_hash,
+                conversation_id=new.id,
+                replay=replay,
             )
             if replayed is not None:
                 return replayed
@@ -137,8 +161,9 @@ async def create_conversation(
         return created
 
 
-async def get_conversation(pool: AsyncConnectionPool, *, tenant_id: str,
-                           conversation_id: str) -> Conversation:
+async def get_conversation(
+    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str
+) -> Conversation:
     """The conversation, or NOT_FOUND."""
     async with transaction(pool) as conn:
         found = await _select_conversation(conn, tenant_id, conversation_id)
@@ -148,7 +173,11 @@ async def get_conversation(pool: AsyncConnectionPool, *, tenant_id: str,
 
 
 async def list_conversations(
-    pool: AsyncConnectionPool, *, tenant_id: str, filter: ConversationFilter, limit: int,
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    filter: ConversationFilter,
+    limit: int,
     after: tuple[dt.datetime, str] | None,
 ) -> list[Conversation]:
     """Up to ``limit`` conversations after the keyset position ``after``."""
@@ -157,8 +186,9 @@ async def list_conversations(
     for column in ("user_id", "agent_id", "app_name", "status"):
         value = getattr(filter, column)
         if value:
-            conditions.append(sql.SQL("{} = %({})s").format(sql.Identifier(column),
-                                                             sql.Placeholder(column)))
+            conditions.append(
+                sql.SQL("{} = %({})s").format(sql.Identifier(column), sql.Placeholder(column))
+            )
             params[column] = value
     if after is not None:
         conditions.append(sql.SQL("(last_activity_time, id) < (%(after_time)s, %(after_id)s)"))
@@ -167,15 +197,18 @@ async def list_conversations(
         "SELECT {cols} FROM conversations WHERE {where}"
         " ORDER BY last_activity_time DESC, id DESC LIMIT %(limit)s"
     ).format(cols=_CONVERSATION_COLUMNS, where=sql.SQL(" AND ").join(conditions))
-    async with transaction(pool) as conn, conn.cursor(
-            row_factory=class_row(Conversation)) as cur:
+    async with transaction(pool) as conn, conn.cursor(row_factory=class_row(Conversation)) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()
 
 
 async def update_conversation(
-    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str,
-    changes: dict[str, Any], expected_version: int | None,
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    changes: dict[str, Any],
+    expected_version: int | None,
 ) -> Conversation:
     """Replace the fields in ``changes``; ABORTED when ``expected_version`` is stale."""
     assignments = [
@@ -183,8 +216,7 @@ async def update_conversation(
         for name in sorted(changes)
     ]
     params: dict[str, Any] = {
-        name: Jsonb(value) if isinstance(value, dict) else value
-        for name, value in changes.items()
+        name: Jsonb(value) if isinstance(value, dict) else value for name, value in changes.items()
     }
     params.update(tenant=tenant_id, id=conversation_id, expected=expected_version)
     query = sql.SQL(
@@ -208,8 +240,9 @@ async def update_conversation(
     )
 
 
-async def delete_conversation(pool: AsyncConnectionPool, *, tenant_id: str,
-                              conversation_id: str) -> int:
+async def delete_conversation(
+    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str
+) -> int:
     """Delete a conversation with its messages; returns how many messages went."""
     async with transaction(pool) as conn:
         cur = await conn.execute(
@@ -226,8 +259,9 @@ async def delete_conversation(pool: AsyncConnectionPool, *, tenant_id: str,
         return int(row[0])
 
 
-async def _select_messages(conn: Conn, tenant_id: str, conversation_id: str,
-                           ids: list[uuid.UUID]) -> list[Message]:
+async def _select_messages(
+    conn: Conn, tenant_id: str, conversation_id: str, ids: list[uuid.UUID]
+) -> list[Message]:
     query = sql.SQL(
         "SELECT {cols} FROM messages WHERE tenant_id = %s AND conversation_id = %s"
         " AND id = ANY(%s) ORDER BY seq"
@@ -237,8 +271,9 @@ async def _select_messages(conn: Conn, tenant_id: str, conversation_id: str,
         return await cur.fetchall()
 
 
-async def _advance(conn: Conn, tenant_id: str, conversation_id: str,
-                   messages: list[NewMessage]) -> Conversation | None:
+async def _advance(
+    conn: Conn, tenant_id: str, conversation_id: str, messages: list[NewMessage]
+) -> Conversation | None:
     """Lock the conversation row and move its counters past ``messages``."""
     output = sum(m.token_count for m in messages if m.role in OUTPUT_ROLES)
     total = sum(m.token_count for m in messages)
@@ -251,16 +286,26 @@ async def _advance(conn: Conn, tenant_id: str, conversation_id: str,
         " WHERE tenant_id = %(tenant)s AND id = %(id)s AND status <> 'closed'"
         " RETURNING {cols}"
     ).format(cols=_CONVERSATION_COLUMNS)
-    params = {"n": len(messages), "input": total - output, "output": output,
-              "tenant": tenant_id, "id": conversation_id}
+    params = {
+        "n": len(messages),
+        "input": total - output,
+        "output": output,
+        "tenant": tenant_id,
+        "id": conversation_id,
+    }
     async with conn.cursor(row_factory=class_row(Conversation)) as cur:
         await cur.execute(query, params)
         return await cur.fetchone()
 
 
 async def append_messages(
-    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str,
-    messages: list[NewMessage], request_id: str = "", request_hash: bytes = b"",
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    messages: list[NewMessage],
+    request_id: str = "",
+    request_hash: bytes = b"",
     create_if_missing: NewConversation | None = None,
 ) -> tuple[list[Message], Conversation]:
     """Append ``messages`` with gapless seqs, all or nothing.
@@ -270,6 +315,7 @@ async def append_messages(
     """
     async with transaction(pool) as conn:
         if request_id:
+
             async def replay(_: str, ids: list[uuid.UUID]) -> tuple[list[Message], Conversation]:
                 conversation = await _select_conversation(conn, tenant_id, conversation_id)
                 if conversation is None:
@@ -277,8 +323,13 @@ async def append_messages(
                 return await _select_messages(conn, tenant_id, conversation_id, ids), conversation
 
             replayed = await _idempotent(
-                conn, tenant_id=tenant_id, request_id=request_id, method="AppendMessages",
-                request_hash=request_hash, conversation_id=conversation_id, replay=replay,
+                conn,
+                tenant_id=tenant_id,
+                request_id=request_id,
+                method="AppendMessages",
+                request_hash=request_hash,
+                conversation_id=conversation_id,
+                replay=replay,
             )
             if replayed is not None:
                 return replayed
@@ -290,7 +341,8 @@ async def append_messages(
             if await _select_conversation(conn, tenant_id, conversation_id) is None:
                 raise _not_found(conversation_id)
             raise FailedPrecondition(
-                f"conversation {conversation_id!r} is CLOSED; reopen it to append")
+                f"conversation {conversation_id!r} is CLOSED; reopen it to append"
+            )
         first_seq = conversation.message_count - len(messages) + 1
         ids = [uuid7() for _ in messages]
         query = sql.SQL(
@@ -303,9 +355,12 @@ async def append_messages(
             " RETURNING {cols}"
         ).format(cols=_MESSAGE_COLUMNS)
         params = {
-            "tenant": tenant_id, "conversation": conversation_id,
-            "seq": list(range(first_seq, first_seq + len(messages))), "id": ids,
-            "role": [m.role for m in messages], "content": [m.content for m in messages],
+            "tenant": tenant_id,
+            "conversation": conversation_id,
+            "seq": list(range(first_seq, first_seq + len(messages))),
+            "id": ids,
+            "role": [m.role for m in messages],
+            "content": [m.content for m in messages],
             "name": [m.name for m in messages],
             "tool_calls": [Jsonb(m.tool_calls) for m in messages],
             "tool_call_id": [m.tool_call_id for m in messages],
@@ -326,8 +381,13 @@ async def append_messages(
 
 
 async def list_messages(
-    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str, limit: int,
-    newest_first: bool, from_seq: int | None,
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    limit: int,
+    newest_first: bool,
+    from_seq: int | None,
 ) -> list[Message]:
     """Up to ``limit`` messages from ``from_seq`` (inclusive) in the given order."""
     if newest_first:
@@ -337,10 +397,15 @@ async def list_messages(
     query = sql.SQL(
         "SELECT {cols} FROM messages WHERE tenant_id = %(tenant)s"
         " AND conversation_id = %(conversation)s {bound} ORDER BY seq {order} LIMIT %(limit)s"
-    ).format(cols=_MESSAGE_COLUMNS, bound=bound if from_seq is not None else sql.SQL(""),
-             order=order)
-    params = {"tenant": tenant_id, "conversation": conversation_id, "from": from_seq,
-              "limit": limit}
+    ).format(
+        cols=_MESSAGE_COLUMNS, bound=bound if from_seq is not None else sql.SQL(""), order=order
+    )
+    params = {
+        "tenant": tenant_id,
+        "conversation": conversation_id,
+        "from": from_seq,
+        "limit": limit,
+    }
     async with transaction(pool) as conn:
         async with conn.cursor(row_factory=class_row(Message)) as cur:
             await cur.execute(query, params)
@@ -351,8 +416,13 @@ async def list_messages(
 
 
 async def get_context_window(
-    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str, max_messages: int,
-    max_tokens: int | None, include_system_messages: bool,
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    max_messages: int,
+    max_tokens: int | None,
+    include_system_messages: bool,
 ) -> ContextWindow:
     """The newest messages within both limits, oldest first.
 
@@ -371,8 +441,9 @@ async def get_context_window(
                 " AND role = 'system' AND seq <= %s ORDER BY seq LIMIT %s"
             ).format(cols=_MESSAGE_COLUMNS)
             async with conn.cursor(row_factory=class_row(Message)) as cur:
-                await cur.execute(query, (tenant_id, conversation_id, last,
-                                          MAX_PINNED_SYSTEM_MESSAGES))
+                await cur.execute(
+                    query, (tenant_id, conversation_id, last, MAX_PINNED_SYSTEM_MESSAGES)
+                )
                 pinned = await cur.fetchall()
         budget = None
         if max_tokens is not None:
@@ -385,8 +456,13 @@ async def get_context_window(
             " AND seq <= %(last)s ORDER BY seq DESC LIMIT %(limit)s) AS recent) AS window_"
             " WHERE %(budget)s::bigint IS NULL OR running <= %(budget)s::bigint ORDER BY seq"
         ).format(cols=_MESSAGE_COLUMNS)
-        params = {"tenant": tenant_id, "conversation": conversation_id, "last": last,
-                  "limit": max_messages, "budget": budget}
+        params = {
+            "tenant": tenant_id,
+            "conversation": conversation_id,
+            "last": last,
+            "limit": max_messages,
+            "budget": budget,
+        }
         async with conn.cursor(row_factory=class_row(Message)) as cur:
             await cur.execute(query, params)
             recent = await cur.fetchall()
@@ -401,8 +477,13 @@ async def get_context_window(
 
 
 async def set_message_feedback(
-    pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str,
-    message_id: uuid.UUID, rating: str, comment: str,
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    message_id: uuid.UUID,
+    rating: str,
+    comment: str,
 ) -> Message:
     """Record feedback on a message of the conversation; NOT_FOUND otherwise."""
     query = sql.SQL(
@@ -414,12 +495,14 @@ async def set_message_feedback(
         updated = await cur.fetchone()
     if updated is None:
         raise NotFound(
-            f"message {str(message_id)!r} does not exist in conversation {conversation_id!r}")
+            f"message {str(message_id)!r} does not exist in conversation {conversation_id!r}"
+        )
     return updated
 
 
-async def delete_expired_idempotency_keys(pool: AsyncConnectionPool, *,
-                                          older_than: dt.timedelta, batch: int = 1000) -> int:
+async def delete_expired_idempotency_keys(
+    pool: AsyncConnectionPool, *, older_than: dt.timedelta, batch: int = 1000
+) -> int:
     """Forget idempotency keys past their retention, a batch at a time."""
     async with transaction(pool) as conn:
         cur = await conn.execute(
