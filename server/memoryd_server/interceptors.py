@@ -17,16 +17,18 @@ from memoryd_server.errors import INTERNAL_MESSAGE, InvalidArgument, MemorydErro
 
 log = structlog.get_logger("memoryd.rpc")
 
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+Continuation = Callable[
+    [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+]
 Behavior = Callable[..., Any]
 
 
 def _rewrap(
-    handler: grpc.RpcMethodHandler,
+    handler: grpc.RpcMethodHandler[Any, Any],
     wrap: Callable[[Behavior, bool], Behavior],
     *,
     raw_requests: bool = False,
-) -> grpc.RpcMethodHandler:
+) -> grpc.RpcMethodHandler[Any, Any]:
     """A copy of ``handler`` whose behaviour is ``wrap(behaviour, is_stream_response)``."""
     deserializer = None if raw_requests else handler.request_deserializer
     serializer = handler.response_serializer
@@ -42,6 +44,7 @@ def _rewrap(
         return grpc.stream_unary_rpc_method_handler(
             wrap(handler.stream_unary, False), deserializer, serializer
         )
+    assert handler.stream_stream is not None
     return grpc.stream_stream_rpc_method_handler(
         wrap(handler.stream_stream, True), deserializer, serializer
     )
@@ -52,7 +55,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -108,7 +111,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or not handler.unary_unary:
             return handler

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from typing import TypeVar
+
+from google.protobuf.descriptor import EnumDescriptor
 
 from memoryd_server.errors import InvalidArgument
+
+T = TypeVar("T", bound=int)
 
 
 def check_text(field: str, value: str, max_bytes: int) -> str:
@@ -17,8 +21,8 @@ def check_text(field: str, value: str, max_bytes: int) -> str:
     return value
 
 
-def check_enum(field: str, value: int, enum: EnumTypeWrapper) -> int:
+def check_enum(field: str, value: T, enum: EnumDescriptor) -> T:
     """``value`` if it is a known value of ``enum`` (proto3 keeps unknown numbers)."""
-    if value not in enum.values():
-        raise InvalidArgument(field, f"{value} is not a known {enum.DESCRIPTOR.name} value")
+    if value not in enum.values_by_number:
+        raise InvalidArgument(field, f"{value} is not a known {enum.name} value")
     return value

@@ -26,20 +26,20 @@ MAX_MESSAGES_PER_APPEND = 1000
 MAX_WINDOW_MESSAGES = 1000
 DEFAULT_WINDOW_MESSAGES = 20
 
-_STATUS_TO_DB: dict[int, models.Status] = {
+_STATUS_TO_DB: dict[pb.ConversationStatus.ValueType, models.Status] = {
     pb.CONVERSATION_STATUS_ACTIVE: "active",
     pb.CONVERSATION_STATUS_IDLE: "idle",
     pb.CONVERSATION_STATUS_CLOSED: "closed",
 }
 _STATUS_TO_PB = {v: k for k, v in _STATUS_TO_DB.items()}
-_ROLE_TO_DB: dict[int, models.Role] = {
+_ROLE_TO_DB: dict[pb.MessageRole.ValueType, models.Role] = {
     pb.MESSAGE_ROLE_USER: "user",
     pb.MESSAGE_ROLE_ASSISTANT: "assistant",
     pb.MESSAGE_ROLE_SYSTEM: "system",
     pb.MESSAGE_ROLE_TOOL: "tool",
 }
 _ROLE_TO_PB = {v: k for k, v in _ROLE_TO_DB.items()}
-_RATING_TO_DB: dict[int, models.Rating] = {
+_RATING_TO_DB: dict[pb.FeedbackRating.ValueType, models.Rating] = {
     pb.FEEDBACK_RATING_POSITIVE: "positive",
     pb.FEEDBACK_RATING_NEGATIVE: "negative",
 }
@@ -75,7 +75,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         )
 
     def _new_message(self, field: str, msg: pb.Message) -> models.NewMessage:
-        role = _ROLE_TO_DB.get(check_enum(f"{field}.role", msg.role, pb.MessageRole))
+        role = _ROLE_TO_DB.get(check_enum(f"{field}.role", msg.role, pb.MessageRole.DESCRIPTOR))
         if role is None:
             raise InvalidArgument(f"{field}.role", "is required")
         content = check_text(f"{field}.content", msg.content, self._settings.max_content_bytes)
@@ -140,7 +140,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: Context
     ) -> pb.ListConversationsResponse:
-        status = check_enum("status", request.status, pb.ConversationStatus)
+        status = check_enum("status", request.status, pb.ConversationStatus.DESCRIPTOR)
         filter_ = models.ConversationFilter(
             user_id=check_text("user_id", request.user_id, 256),
             agent_id=check_text("agent_id", request.agent_id, 256),
@@ -194,7 +194,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
                 changes["summary"] = check_text("conversation.summary", conv.summary, limit)
             elif path == "status":
                 status = _STATUS_TO_DB.get(
-                    check_enum("conversation.status", conv.status, pb.ConversationStatus)
+                    check_enum("conversation.status", conv.status, pb.ConversationStatus.DESCRIPTOR)
                 )
                 if status is None:
                     raise InvalidArgument("conversation.status", "must not be UNSPECIFIED")
@@ -318,7 +318,9 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     ) -> pb.SetMessageFeedbackResponse:
         conversation_id = check_resource_id("conversation_id", request.conversation_id)
         message_id = parse_uuid("message_id", request.message_id)
-        rating = _RATING_TO_DB.get(check_enum("rating", request.rating, pb.FeedbackRating))
+        rating = _RATING_TO_DB.get(
+            check_enum("rating", request.rating, pb.FeedbackRating.DESCRIPTOR)
+        )
         if rating is None:
             raise InvalidArgument("rating", "must be POSITIVE or NEGATIVE")
         updated = await store.set_message_feedback(
@@ -351,7 +353,7 @@ def conversation_to_pb(c: models.Conversation) -> pb.Conversation:
         app_name=c.app_name,
         title=c.title,
         status=_STATUS_TO_PB[c.status],
-        summary=c.summary,  # type: ignore[arg-type]
+        summary=c.summary,
         metadata=dict_to_struct(c.metadata),
         state=dict_to_struct(c.state),
         version=c.version,
@@ -369,7 +371,7 @@ def message_to_pb(m: models.Message) -> pb.Message:
     feedback = None
     if m.feedback_rating is not None:
         feedback = pb.Feedback(
-            rating=_RATING_TO_PB[m.feedback_rating],  # type: ignore[arg-type]
+            rating=_RATING_TO_PB[m.feedback_rating],
             comment=m.feedback_comment or "",
             update_time=timestamp(m.feedback_time),
         )
@@ -379,7 +381,7 @@ def message_to_pb(m: models.Message) -> pb.Message:
         seq=m.seq,
         role=_ROLE_TO_PB[m.role],
         content=m.content,
-        name=m.name,  # type: ignore[arg-type]
+        name=m.name,
         tool_calls=[
             pb.ToolCall(
                 id=t.get("id", ""),

@@ -181,7 +181,7 @@ async def list_conversations(
     after: tuple[dt.datetime, str] | None,
 ) -> list[Conversation]:
     """Up to ``limit`` conversations after the keyset position ``after``."""
-    conditions = [sql.SQL("tenant_id = %(tenant)s")]
+    conditions: list[sql.Composable] = [sql.SQL("tenant_id = %(tenant)s")]
     params: dict[str, Any] = {"tenant": tenant_id, "limit": limit}
     for column in ("user_id", "agent_id", "app_name", "status"):
         value = getattr(filter, column)
