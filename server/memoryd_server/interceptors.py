@@ -17,8 +17,9 @@ from memoryd_server.errors import INTERNAL_MESSAGE, InvalidArgument, MemorydErro
 
 log = structlog.get_logger("memoryd.rpc")
 
+# A string: grpc's classes are generic only in the type stubs.
 Continuation = Callable[
-    [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+    [grpc.HandlerCallDetails], Awaitable["grpc.RpcMethodHandler[Any, Any] | None"]
 ]
 Behavior = Callable[..., Any]
 
