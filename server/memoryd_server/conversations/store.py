@@ -42,6 +42,18 @@ _MESSAGE_COLUMNS = sql.SQL(
 )
 
 
+# The newest messages: a backward range scan of the messages primary key that
+# stops after %(limit)s rows, whatever the conversation's length; the token
+# budget then keeps the newest prefix whose running sum fits.
+CONTEXT_WINDOW_QUERY = sql.SQL(
+    "SELECT {cols} FROM (SELECT *, sum(token_count) OVER (ORDER BY seq DESC"
+    " ROWS UNBOUNDED PRECEDING) AS running FROM (SELECT * FROM messages"
+    " WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s"
+    " AND seq <= %(last)s ORDER BY seq DESC LIMIT %(limit)s) AS recent) AS window_"
+    " WHERE %(budget)s::bigint IS NULL OR running <= %(budget)s::bigint ORDER BY seq"
+).format(cols=_MESSAGE_COLUMNS)
+
+
 def _not_found(conversation_id: str) -> NotFound:
     return NotFound(f"conversation {conversation_id!r} does not exist")
 
@@ -187,7 +199,7 @@ async def list_conversations(
         value = getattr(filter, column)
         if value:
             conditions.append(
-                sql.SQL("{} = %({})s").format(sql.Identifier(column), sql.Placeholder(column))
+                sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(column))
             )
             params[column] = value
     if after is not None:
@@ -448,14 +460,6 @@ async def get_context_window(
         budget = None
         if max_tokens is not None:
             budget = max(max_tokens - sum(m.token_count for m in pinned), 0)
-        # The running sum walks the PK backwards and stops at the budget.
-        query = sql.SQL(
-            "SELECT {cols} FROM (SELECT *, sum(token_count) OVER (ORDER BY seq DESC"
-            " ROWS UNBOUNDED PRECEDING) AS running FROM (SELECT * FROM messages"
-            " WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s"
-            " AND seq <= %(last)s ORDER BY seq DESC LIMIT %(limit)s) AS recent) AS window_"
-            " WHERE %(budget)s::bigint IS NULL OR running <= %(budget)s::bigint ORDER BY seq"
-        ).format(cols=_MESSAGE_COLUMNS)
         params = {
             "tenant": tenant_id,
             "conversation": conversation_id,
@@ -464,7 +468,7 @@ async def get_context_window(
             "budget": budget,
         }
         async with conn.cursor(row_factory=class_row(Message)) as cur:
-            await cur.execute(query, params)
+            await cur.execute(CONTEXT_WINDOW_QUERY, params)
             recent = await cur.fetchall()
     oldest = recent[0].seq if recent else last + 1
     messages = [m for m in pinned if m.seq < oldest] + recent
