@@ -40,6 +40,8 @@ class Memoryd:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.port = 0
+        # The libpq URI in use once started (the embedded server's, if embedded).
+        self.database_url: str | None = None
         self.health = health.aio.HealthServicer()
         self._embedded: EmbeddedDatabase | None = None
         self._pool: AsyncConnectionPool | None = None
@@ -49,7 +51,7 @@ class Memoryd:
 
     async def start(self) -> int:
         """Start the database, migrate, open the pool and listen; returns the port."""
-        url = await self._database_url()
+        url = self.database_url = await self._database_url()
         log.info("database", url=database.redact(url), embedded=self.settings.embedded)
         await asyncio.to_thread(database.prepare_database, url)
         if self.settings.migrate_on_start:
