@@ -74,12 +74,19 @@ def migrations_dir() -> Path:
 
 @contextmanager
 def _startup_errors(url: str) -> Iterator[None]:
+    """Turn database errors at start-up into a StartupError without secrets."""
     try:
         yield
-    except psycopg.OperationalError as exc:
+    except psycopg.Error as exc:
         # libpq's message can echo the conninfo; keep only its first line, redacted.
-        first = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        raise StartupError(f"cannot connect to the database at {redact(url)}: {first}") from None
+        text = str(exc).strip()
+        first = redact(text.splitlines()[0]) if text else type(exc).__name__
+        what = (
+            "cannot connect to the database"
+            if isinstance(exc, psycopg.OperationalError)
+            else "database error during start-up"
+        )
+        raise StartupError(f"{what} at {redact(url)}: {first}") from None
 
 
 def prepare_database(url: str) -> None:
