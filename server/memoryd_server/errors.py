@@ -27,9 +27,13 @@ import grpc
 import psycopg
 import psycopg.errors
 import psycopg_pool
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 # The message of every unexpected error: the real one goes to the log only.
 INTERNAL_MESSAGE = "internal error; the server log has the details"
+# The trailer that carries a serialized google.rpc.Status.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class MemorydError(Exception):
@@ -129,3 +133,28 @@ def _constraint_field(exc: psycopg.Error) -> str:
     """Best-effort field name from a violated constraint or column."""
     diag = exc.diag
     return diag.column_name or diag.constraint_name or "request"
+
+
+def to_status(exc: Exception) -> tuple[grpc.StatusCode, str, bytes]:
+    """The code, message and serialized ``google.rpc.Status`` a client gets for ``exc``.
+
+    Domain errors keep their code and message, with an ``ErrorInfo`` (and a
+    ``BadRequest`` naming the field for InvalidArgument); anything else is
+    INTERNAL with a generic message.
+    """
+    if isinstance(exc, MemorydError):
+        code, message, reason = exc.code, exc.message, type(exc).__name__
+    else:
+        code, message, reason = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, "Internal"
+    status = status_pb2.Status(code=code.value[0], message=message)
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="memoryd"))
+    status.details.append(info)
+    if isinstance(exc, InvalidArgument):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=exc.field, description=exc.description
+        )
+        bad = any_pb2.Any()
+        bad.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        status.details.append(bad)
+    return code, message, status.SerializeToString()

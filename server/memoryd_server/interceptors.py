@@ -10,10 +10,8 @@ from typing import Any
 import grpc
 import grpc.aio
 import structlog
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 
-from memoryd_server.errors import INTERNAL_MESSAGE, InvalidArgument, MemorydError
+from memoryd_server.errors import STATUS_DETAILS_KEY, InvalidArgument, MemorydError, to_status
 
 log = structlog.get_logger("memoryd.rpc")
 
@@ -124,13 +122,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     request = _parse(parse, raw, method)
                     return await behavior(request, context)
-                except MemorydError as exc:
-                    await abort_with(context, exc)
-                except Exception:
+                except Exception as exc:
                     if context.code() is not None:  # already aborted by the handler
                         raise
-                    log.exception("unhandled_error", rpc=method)
-                    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+                    if not isinstance(exc, MemorydError):
+                        log.exception("unhandled_error", rpc=method)
+                    code, message, details = to_status(exc)
+                    await context.abort(
+                        code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),)
+                    )
 
             return guarded
 
@@ -145,32 +145,3 @@ def _parse(parse: Callable[[bytes], Any] | None, raw: bytes, method: str) -> Any
     except Exception as exc:
         name = method.rsplit("/", 1)[-1] + "Request"
         raise InvalidArgument("request", f"the bytes are not a valid {name} message") from exc
-
-
-def status_for(exc: MemorydError) -> status_pb2.Status:
-    """The ``google.rpc.Status`` sent in ``grpc-status-details-bin`` for ``exc``."""
-    status = status_pb2.Status(code=exc.code.value[0], message=exc.message)
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=type(exc).__name__, domain="memoryd"))
-    status.details.append(info)
-    if isinstance(exc, InvalidArgument):
-        bad = any_pb2.Any()
-        bad.Pack(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=exc.field, description=exc.description
-                    )
-                ]
-            )
-        )
-        status.details.append(bad)
-    return status
-
-
-async def abort_with(context: grpc.aio.ServicerContext[Any, Any], exc: MemorydError) -> None:
-    """Abort the call with ``exc``'s code, message and details."""
-    details = status_for(exc).SerializeToString()
-    await context.abort(
-        exc.code, exc.message, trailing_metadata=(("grpc-status-details-bin", details),)
-    )
