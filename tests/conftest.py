@@ -8,9 +8,7 @@ which are overridden here to host it.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,7 +22,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from memoryd.v1 import conversation_pb2_grpc
-from memoryd_server.app import Memoryd
+from memoryd_server.background import BackgroundServer
 from memoryd_server.config import Settings
 from memoryd_server.telemetry import configure_logging
 
@@ -46,30 +44,8 @@ def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     shutil.rmtree(data, ignore_errors=True)
 
 
-class ServerThread:
-    """A memoryd running on its own event loop in a daemon thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.app = Memoryd(settings)
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-        self.port = self.run(self.app.start(), timeout=120)
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def run(self, coro: Any, timeout: float = 60) -> Any:
-        """Run ``coro`` on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self, grace: float = 1.0) -> None:
-        self.run(self.app.stop(grace))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
+# Test modules start extra servers (other databases, other settings) with it.
+ServerThread = BackgroundServer
 
 
 @pytest.fixture(scope="session")
