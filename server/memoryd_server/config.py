@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,11 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         """Read settings from ``environ``; unset or empty variables keep defaults."""
         env = {k: v for k, v in environ.items() if v != ""}
+        unknown = sorted(
+            k for k in env if k.startswith("MEMORYD_") and k not in ENVIRONMENT_VARIABLES
+        )
+        if unknown:  # most likely a typo that would silently keep a default
+            raise ConfigError(f"{unknown[0]}: not a memoryd setting (see the README's table)")
         values: dict[str, object] = {}
         for var, field, parse in _VARIABLES:
             if var in env:
@@ -52,7 +58,7 @@ class Settings:
     def validate(self) -> None:
         """Reject combinations that cannot work, naming the variable."""
         host, sep, port = self.addr.rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"MEMORYD_ADDR: expected HOST:PORT, got {self.addr!r}")
         if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
             raise ConfigError("MEMORYD_POOL_MIN_SIZE/MEMORYD_POOL_MAX_SIZE: need 1 <= min <= max")
@@ -86,7 +92,7 @@ def _positive_int(text: str) -> int:
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not (math.isfinite(value) and value > 0):
         raise ValueError(f"must be a positive number, got {text!r}")
     return value
 

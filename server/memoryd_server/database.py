@@ -29,8 +29,9 @@ class StartupError(RuntimeError):
 
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***``, for logs and errors."""
-    url = re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1***@", url)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+    # Up to the last "@": passwords may hold "/", "?", "#" or "@" themselves.
+    url = re.sub(r"(://[^:/@?#]*:).*@", r"\1***@", url)
+    return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", r"\1***", url)
 
 
 class EmbeddedDatabase:

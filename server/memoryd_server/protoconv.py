@@ -12,14 +12,30 @@ from memoryd_server.errors import InvalidArgument
 
 
 def struct_to_dict(field: str, value: struct_pb2.Struct, max_bytes: int) -> dict[str, Any]:
-    """A JSON-ready dict from ``value``, INVALID_ARGUMENT when over ``max_bytes``."""
-    data: dict[str, Any] = json_format.MessageToDict(value)
+    """A JSON-ready dict from ``value``; INVALID_ARGUMENT for what jsonb cannot hold."""
+    try:
+        data: dict[str, Any] = json_format.MessageToDict(value)
+    except ValueError:  # NaN or Infinity
+        raise InvalidArgument(
+            field, "numbers must be finite (JSON has no NaN or Infinity)"
+        ) from None
     size = len(json.dumps(data, separators=(",", ":")).encode())
     if size > max_bytes:
         raise InvalidArgument(field, f"is {size} bytes as JSON; the limit is {max_bytes}")
-    if "\\u0000" in json.dumps(data):
+    if _has_nul(data):
         raise InvalidArgument(field, "must not contain NUL characters")
     return data
+
+
+def _has_nul(value: Any) -> bool:
+    """True if a string or key holds NUL, which jsonb rejects (parsing caps the depth)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
