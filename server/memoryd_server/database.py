@@ -103,7 +103,10 @@ def prepare_database(url: str) -> None:
                 "pgvector/pgvector image"
             )
         try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            with conn.transaction():
+                # Replicas starting together on a new database: IF NOT EXISTS alone races.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('memoryd.create_extension'))")
+                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except psycopg.errors.InsufficientPrivilege:
             raise StartupError(
                 "the database user may not create the pgvector extension; run "
