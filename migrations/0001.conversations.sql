@@ -64,15 +64,17 @@ CREATE TABLE messages (
 CREATE INDEX messages_system_idx
     ON messages (tenant_id, conversation_id, seq) WHERE role = 'system';
 
--- Idempotency keys, written in the transaction of the change they guard.
+-- Idempotency keys of every service, written in the transaction of the change
+-- they guard: resource_id is what the call created or changed, item_ids its
+-- parts (appended message ids, batch-created memory ids).
 CREATE TABLE idempotency_keys (
-    tenant_id       text        NOT NULL,
-    request_id      text        NOT NULL,
-    method          text        NOT NULL,
-    request_hash    bytea       NOT NULL,
-    conversation_id text        NOT NULL,
-    message_ids     uuid[]      NOT NULL DEFAULT '{}',
-    create_time     timestamptz NOT NULL DEFAULT now(),
+    tenant_id    text        NOT NULL,
+    request_id   text        NOT NULL,
+    method       text        NOT NULL,
+    request_hash bytea       NOT NULL,
+    resource_id  text        NOT NULL,
+    item_ids     uuid[]      NOT NULL DEFAULT '{}',
+    create_time  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, request_id)
 );
 CREATE INDEX idempotency_keys_expiry_idx ON idempotency_keys (create_time);

@@ -954,7 +954,7 @@ def test_failing_batch_with_create_if_missing_creates_nothing(grpc_stub, db, uid
     assert conversation_rows(db, conv_id) == 0
     assert message_rows(db, conv_id) == 0
     key_rows = db.execute(
-        "SELECT count(*) FROM idempotency_keys WHERE conversation_id = %s", (conv_id,)
+        "SELECT count(*) FROM idempotency_keys WHERE resource_id = %s", (conv_id,)
     ).fetchone()[0]
     assert key_rows == 0
 

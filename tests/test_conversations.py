@@ -200,9 +200,9 @@ def test_delete_removes_conversation_and_messages(grpc_stub, db, uid):
         lambda: grpc_stub.GetConversation(pb.GetConversationRequest(conversation_id=conv.id)),
         grpc.StatusCode.NOT_FOUND,
     )
-    for table in ("messages", "idempotency_keys"):
+    for table, column in (("messages", "conversation_id"), ("idempotency_keys", "resource_id")):
         count = db.execute(
-            f"SELECT count(*) FROM {table} WHERE conversation_id = %s", (conv.id,)
+            f"SELECT count(*) FROM {table} WHERE {column} = %s", (conv.id,)
         ).fetchone()
         assert count == (0,), table
     assert_status(

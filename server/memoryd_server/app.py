@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import os
 import secrets
 import signal
@@ -18,9 +17,8 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd.v1 import conversation_pb2, conversation_pb2_grpc
-from memoryd_server import database
+from memoryd_server import database, idempotency
 from memoryd_server.config import Settings
-from memoryd_server.conversations import store as conversation_store
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
 from memoryd_server.interceptors import AccessLogInterceptor, ErrorInterceptor
@@ -30,8 +28,6 @@ from memoryd_server.telemetry import configure_tracing
 log = structlog.get_logger("memoryd")
 
 SERVICE_NAMES = (conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,)
-# Idempotency keys are kept this long; a retry after that appends again.
-IDEMPOTENCY_RETENTION = dt.timedelta(hours=24)
 
 
 class Memoryd:
@@ -127,9 +123,7 @@ class Memoryd:
             try:
                 # Small batches keep each delete short; a backlog drains over the rounds.
                 for _ in range(100):
-                    deleted = await conversation_store.delete_expired_idempotency_keys(
-                        self._pool, older_than=IDEMPOTENCY_RETENTION
-                    )
+                    deleted = await idempotency.delete_expired(self._pool)
                     if not deleted:
                         break
             except Exception:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from psycopg import AsyncConnection, sql
@@ -12,6 +11,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from memoryd_server import idempotency
 from memoryd_server.conversations.models import (
     OUTPUT_ROLES,
     ContextWindow,
@@ -98,44 +98,6 @@ async def _select_conversation(
         return await cur.fetchone()
 
 
-async def _idempotent(
-    conn: Conn,
-    *,
-    tenant_id: str,
-    request_id: str,
-    method: str,
-    request_hash: bytes,
-    conversation_id: str,
-    replay: Callable[[str, list[uuid.UUID]], Awaitable[T]],
-) -> T | None:
-    """Claim ``request_id`` in this transaction, or replay the call that holds it.
-
-    Returns None when the key is newly claimed (the caller does the work and
-    records its message ids); a concurrent call with the same key waits here
-    until the first commits, then replays its result.
-    """
-    claimed = await conn.execute(
-        "INSERT INTO idempotency_keys"
-        " (tenant_id, request_id, method, request_hash, conversation_id)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (tenant_id, request_id, method, request_hash, conversation_id),
-    )
-    if await claimed.fetchone() is not None:
-        return None
-    cur = await conn.execute(
-        "SELECT method, request_hash, conversation_id, message_ids FROM idempotency_keys"
-        " WHERE tenant_id = %s AND request_id = %s",
-        (tenant_id, request_id),
-    )
-    row = await cur.fetchone()
-    if row is None:  # claimed and released by a rollback in between: rare, retryable
-        raise Aborted("a concurrent call with the same request_id is in progress; retry")
-    stored_method, stored_hash, stored_conversation, message_ids = row
-    if stored_method != method or bytes(stored_hash) != request_hash:
-        raise AlreadyExists(f"request_id {request_id!r} was already used for a different request")
-    return await replay(stored_conversation, list(message_ids))
-
-
 async def create_conversation(
     pool: AsyncConnectionPool,
     *,
@@ -154,13 +116,13 @@ async def create_conversation(
                     raise _not_found(stored_id)
                 return found
 
-            replayed = await _idempotent(
+            replayed = await idempotency.claim_or_replay(
                 conn,
                 tenant_id=tenant_id,
                 request_id=request_id,
                 method="CreateConversation",
                 request_hash=request_hash,
-                conversation_id=new.id,
+                resource_id=new.id,
                 replay=replay,
             )
             if replayed is not None:
@@ -264,10 +226,7 @@ async def delete_conversation(
         row = await cur.fetchone()
         if row is None:
             raise _not_found(conversation_id)
-        await conn.execute(
-            "DELETE FROM idempotency_keys WHERE tenant_id = %s AND conversation_id = %s",
-            (tenant_id, conversation_id),
-        )
+        await idempotency.forget_resource(conn, tenant_id=tenant_id, resource_id=conversation_id)
         return int(row[0])
 
 
@@ -334,13 +293,13 @@ async def append_messages(
                     raise _not_found(conversation_id)
                 return await _select_messages(conn, tenant_id, conversation_id, ids), conversation
 
-            replayed = await _idempotent(
+            replayed = await idempotency.claim_or_replay(
                 conn,
                 tenant_id=tenant_id,
                 request_id=request_id,
                 method="AppendMessages",
                 request_hash=request_hash,
-                conversation_id=conversation_id,
+                resource_id=conversation_id,
                 replay=replay,
             )
             if replayed is not None:
@@ -384,10 +343,8 @@ async def append_messages(
             await cur.execute(query, params)
             inserted = sorted(await cur.fetchall(), key=lambda m: m.seq)
         if request_id:
-            await conn.execute(
-                "UPDATE idempotency_keys SET message_ids = %s"
-                " WHERE tenant_id = %s AND request_id = %s",
-                (ids, tenant_id, request_id),
+            await idempotency.record_items(
+                conn, tenant_id=tenant_id, request_id=request_id, item_ids=ids
             )
         return inserted, conversation
 
@@ -502,16 +459,3 @@ async def set_message_feedback(
             f"message {str(message_id)!r} does not exist in conversation {conversation_id!r}"
         )
     return updated
-
-
-async def delete_expired_idempotency_keys(
-    pool: AsyncConnectionPool, *, older_than: dt.timedelta, batch: int = 1000
-) -> int:
-    """Forget idempotency keys past their retention, a batch at a time."""
-    async with transaction(pool) as conn:
-        cur = await conn.execute(
-            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
-            " idempotency_keys WHERE create_time < now() - %s LIMIT %s))",
-            (older_than, batch),
-        )
-        return cur.rowcount
