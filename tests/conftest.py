@@ -65,7 +65,13 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_settings(pg_uri: str) -> Settings:
     """Settings of the session's server: the session database, an ephemeral port."""
     return Settings(
-        addr="127.0.0.1:0", database_url=pg_uri, pool_max_size=12, health_interval_seconds=0.5
+        addr="127.0.0.1:0",
+        database_url=pg_uri,
+        pool_max_size=12,
+        health_interval_seconds=0.5,
+        embedding_dim=384,
+        max_receive_bytes=32 * 1024 * 1024,
+        expiry_interval_seconds=0.5,
     )
 
 

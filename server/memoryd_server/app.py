@@ -51,8 +51,11 @@ class Memoryd:
         log.info("database", url=database.redact(url), embedded=self.settings.embedded)
         await asyncio.to_thread(database.prepare_database, url)
         if self.settings.migrate_on_start:
-            applied = await asyncio.to_thread(database.apply_migrations, url)
+            applied = await asyncio.to_thread(
+                database.apply_migrations, url, embedding_dim=self.settings.embedding_dim
+            )
             log.info("migrations_applied", count=len(applied), ids=applied)
+        await asyncio.to_thread(database.check_embedding_dim, url, self.settings.embedding_dim)
         self._pool = database.create_pool(url, self.settings)
         await self._pool.open(wait=True, timeout=30.0)
         secret = await database.read_or_create_secret(

@@ -67,7 +67,10 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> None:
         )
         print(f"rolled back {len(undone)}: {' '.join(undone) or '-'}")
     else:
-        applied = _with_database(settings, database.apply_migrations)
+        applied = _with_database(
+            settings,
+            lambda url: database.apply_migrations(url, embedding_dim=settings.embedding_dim),
+        )
         print(f"applied {len(applied)}: {' '.join(applied) or '-'}")
 
 

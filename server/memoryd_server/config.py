@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import Literal
 
 LogFormat = Literal["auto", "json", "console"]
+ExpiryAction = Literal["archive", "purge"]
+
+# pgvector's HNSW indexes hold vectors of at most 2,000 dimensions.
+MAX_EMBEDDING_DIM = 2000
 
 
 class ConfigError(ValueError):
@@ -26,7 +30,11 @@ class Settings:
     pool_min_size: int = 1
     pool_max_size: int = 10
     max_content_bytes: int = 1024 * 1024
-    max_receive_bytes: int = 16 * 1024 * 1024
+    # Fits a BatchCreateMemories of 10,000 memories with 1,536-dimensional embeddings.
+    max_receive_bytes: int = 64 * 1024 * 1024
+    embedding_dim: int = 1536
+    expiry_action: ExpiryAction = "archive"
+    expiry_interval_seconds: float = 60.0
     statement_timeout_ms: int = 30_000
     shutdown_grace_seconds: float = 10.0
     health_interval_seconds: float = 5.0
@@ -66,6 +74,8 @@ class Settings:
             raise ConfigError(
                 "MEMORYD_MAX_RECEIVE_BYTES: must be at least MEMORYD_MAX_CONTENT_BYTES"
             )
+        if not 1 <= self.embedding_dim <= MAX_EMBEDDING_DIM:
+            raise ConfigError(f"MEMORYD_EMBEDDING_DIM: must be 1 to {MAX_EMBEDDING_DIM}")
         if self.database_url is not None and not self.database_url.startswith(
             ("postgresql://", "postgres://")
         ):
@@ -113,6 +123,13 @@ def _log_level(text: str) -> str:
     return lowered
 
 
+def _expiry_action(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in {"archive", "purge"}:
+        raise ValueError(f"expected archive or purge, got {text!r}")
+    return lowered
+
+
 def _log_format(text: str) -> str:
     lowered = text.strip().lower()
     if lowered not in {"auto", "json", "console"}:
@@ -129,6 +146,9 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_POOL_MAX_SIZE", "pool_max_size", _positive_int),
     ("MEMORYD_MAX_CONTENT_BYTES", "max_content_bytes", _positive_int),
     ("MEMORYD_MAX_RECEIVE_BYTES", "max_receive_bytes", _positive_int),
+    ("MEMORYD_EMBEDDING_DIM", "embedding_dim", _positive_int),
+    ("MEMORYD_EXPIRY_ACTION", "expiry_action", _expiry_action),
+    ("MEMORYD_EXPIRY_INTERVAL_SECONDS", "expiry_interval_seconds", _positive_float),
     ("MEMORYD_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", _positive_int),
     ("MEMORYD_SHUTDOWN_GRACE_SECONDS", "shutdown_grace_seconds", _positive_float),
     ("MEMORYD_HEALTH_INTERVAL_SECONDS", "health_interval_seconds", _positive_float),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import re
+import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -129,21 +130,33 @@ class MigrationState:
 
 
 @contextmanager
-def _migration_backend(url: str) -> Iterator[Any]:
-    """yoyo's backend for ``url``; its connection is closed afterwards."""
+def _migration_backend(url: str, *, embedding_dim: int | None = None) -> Iterator[Any]:
+    """yoyo's backend for ``url``; its connection is closed afterwards.
+
+    yoyo runs each migration on a fresh connection, so ``embedding_dim``
+    travels in the URL (libpq ``options``) as the setting ``memoryd.embedding_dim``.
+    """
     with _startup_errors(url):
         from yoyo import get_backend
 
-        backend = get_backend(re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url))
+        yoyo_url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
+        if embedding_dim is not None:
+            parts = urllib.parse.urlsplit(yoyo_url)
+            query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            options = " ".join(v for k, v in query if k == "options")
+            query = [(k, v) for k, v in query if k != "options"]
+            query.append(("options", f"{options} -c memoryd.embedding_dim={embedding_dim}".strip()))
+            yoyo_url = parts._replace(query=urllib.parse.urlencode(query)).geturl()
+        backend = get_backend(yoyo_url)
         try:
             yield backend
         finally:
             backend.connection.close()
 
 
-def apply_migrations(url: str) -> list[str]:
+def apply_migrations(url: str, *, embedding_dim: int) -> list[str]:
     """Apply pending migrations under yoyo's lock; returns the ids applied."""
-    with _migration_backend(url) as backend, backend.lock():
+    with _migration_backend(url, embedding_dim=embedding_dim) as backend, backend.lock():
         pending = backend.to_apply(_read_migrations())
         backend.apply_migrations(pending)
         return [m.id for m in pending]
@@ -155,6 +168,20 @@ def list_migrations(url: str) -> list[MigrationState]:
         migrations = _read_migrations()
         applied = {m.id for m in backend.to_rollback(migrations)}
         return [MigrationState(m.id, m.id in applied) for m in migrations]
+
+
+def check_embedding_dim(url: str, expected: int) -> None:
+    """Refuse to start when the database's embeddings have another dimension."""
+    with _startup_errors(url), psycopg.connect(url, connect_timeout=10) as conn:
+        row = conn.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass('memories')"
+            " AND attname = 'embedding'"
+        ).fetchone()
+    if row is not None and row[0] != expected:
+        raise StartupError(
+            f"MEMORYD_EMBEDDING_DIM is {expected} but the database holds {row[0]}-dimensional"
+            " embeddings; set it back, or re-embed into a new database"
+        )
 
 
 def rollback_migrations(url: str, count: int = 1) -> list[str]:
