@@ -30,7 +30,9 @@ def test_defaults() -> None:
     assert settings.data_dir == Path("memoryd-data")
     assert (settings.pool_min_size, settings.pool_max_size) == (1, 10)
     assert settings.max_content_bytes == 1024 * 1024
-    assert settings.max_receive_bytes == 16 * 1024 * 1024
+    assert settings.max_receive_bytes == 64 * 1024 * 1024
+    assert settings.embedding_dim == 1536
+    assert (settings.expiry_action, settings.expiry_interval_seconds) == ("archive", 60.0)
     assert settings.statement_timeout_ms == 30_000
     assert settings.shutdown_grace_seconds == 10.0
     assert settings.health_interval_seconds == 5.0
@@ -57,6 +59,9 @@ PARSED = [
     ("MEMORYD_LOG_LEVEL", "DEBUG", "log_level", "debug"),
     ("MEMORYD_LOG_FORMAT", "JSON", "log_format", "json"),
     ("MEMORYD_OTLP_ENDPOINT", "http://jaeger:4317", "otlp_endpoint", "http://jaeger:4317"),
+    ("MEMORYD_EMBEDDING_DIM", "384", "embedding_dim", 384),
+    ("MEMORYD_EXPIRY_ACTION", "Purge", "expiry_action", "purge"),
+    ("MEMORYD_EXPIRY_INTERVAL_SECONDS", "0.5", "expiry_interval_seconds", 0.5),
 ]
 
 
@@ -130,6 +135,9 @@ def test_all_variables_together() -> None:
         ("MEMORYD_HEALTH_INTERVAL_SECONDS", "infinity"),
         ("MEMORYD_ADDR", "0.0.0.0:99999"),
         ("MEMORYD_POOL_SIZE", "4"),
+        ("MEMORYD_EMBEDDING_DIM", "2001"),
+        ("MEMORYD_EMBEDDING_DIM", "0"),
+        ("MEMORYD_EXPIRY_ACTION", "delete"),
         ("MEMORYD_SHUTDOWN_GRACE_SECONDS", "soon"),
         ("MEMORYD_HEALTH_INTERVAL_SECONDS", "0"),
         ("MEMORYD_MIGRATE_ON_START", "maybe"),
