@@ -83,7 +83,8 @@ CREATE TABLE memory_events (
     event_type text        NOT NULL CHECK (event_type IN
                    ('created', 'updated', 'superseded', 'archived', 'purged')),
     actor      text        NOT NULL,
-    event_time timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- The transaction time, as the memory's update_time: GetMemoryAt(update_time) is that version.
+    event_time timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, memory_id, version)
 );
 

@@ -62,12 +62,18 @@ async def claim_or_replay(
 
 
 async def record_items(
-    conn: AsyncConnection[Any], *, tenant_id: str, request_id: str, item_ids: list[uuid.UUID]
+    conn: AsyncConnection[Any],
+    *,
+    tenant_id: str,
+    request_id: str,
+    item_ids: list[uuid.UUID],
+    resource_id: str | None = None,
 ) -> None:
-    """Remember the parts the claimed call created, for its replays."""
+    """Remember what the claimed call created, for its replays."""
     await conn.execute(
-        "UPDATE idempotency_keys SET item_ids = %s WHERE tenant_id = %s AND request_id = %s",
-        (item_ids, tenant_id, request_id),
+        "UPDATE idempotency_keys SET item_ids = %s, resource_id = coalesce(%s, resource_id)"
+        " WHERE tenant_id = %s AND request_id = %s",
+        (item_ids, resource_id, tenant_id, request_id),
     )
 
 

@@ -1,0 +1,1 @@
+"""MemoryService: long-term memories, vector/text/hybrid search, history, expiry."""

@@ -1,0 +1,133 @@
+"""The append-only history: one event per version, with a snapshot of the state.
+
+Events never change (the database refuses UPDATE, DELETE and TRUNCATE on
+them). Snapshots hold the content and may only be deleted, by a purge, which
+leaves the events and a PURGED tombstone that carries no content at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server.database import transaction
+from memoryd_server.memories.models import Memory, MemoryEvent, from_state, to_state
+
+Conn = AsyncConnection[Any]
+
+
+async def record(
+    conn: Conn, tenant_id: str, memory: Memory, event_type: str, *, actor: str, reason: str = ""
+) -> None:
+    """Append the event that produced ``memory``'s current version, with its snapshot."""
+    await record_many(conn, tenant_id, [memory], event_type, actor=actor, reason=reason)
+
+
+async def record_many(
+    conn: Conn,
+    tenant_id: str,
+    memories: list[Memory],
+    event_type: str,
+    *,
+    actor: str,
+    reason: str = "",
+) -> None:
+    """``record`` for many memories in two statements."""
+    if not memories:
+        return
+    ids = [m.id for m in memories]
+    versions = [m.version for m in memories]
+    await conn.execute(
+        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor)"
+        " SELECT %s, * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[])",
+        (tenant_id, ids, versions, [event_type] * len(ids), [actor] * len(ids)),
+    )
+    await conn.execute(
+        "INSERT INTO memory_snapshots (tenant_id, memory_id, version, state, reason)"
+        " SELECT %s, * FROM unnest(%s::uuid[], %s::bigint[], %s::jsonb[], %s::text[])",
+        (tenant_id, ids, versions, [Jsonb(to_state(m)) for m in memories],
+         [reason] * len(ids)),
+    )  # fmt: skip
+
+
+async def purge(
+    conn: Conn, tenant_id: str, memory_id: uuid.UUID, last_version: int, actor: str
+) -> None:
+    """Delete every snapshot of a memory and append the tombstone."""
+    await conn.execute(
+        "DELETE FROM memory_snapshots WHERE tenant_id = %s AND memory_id = %s",
+        (tenant_id, memory_id),
+    )
+    await conn.execute(
+        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor)"
+        " VALUES (%s, %s, %s, 'purged', %s)",
+        (tenant_id, memory_id, last_version + 1, actor),
+    )
+
+
+async def list_events(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    memory_id: uuid.UUID,
+    after_version: int,
+    limit: int,
+) -> list[MemoryEvent]:
+    """Events after ``after_version``, oldest first, with the states around each."""
+    async with transaction(pool) as conn:
+        cur = await conn.execute(
+            "SELECT e.version, e.event_type, e.actor, e.event_time, s.state, s.reason,"
+            " p.state FROM memory_events e"
+            " LEFT JOIN memory_snapshots s ON s.tenant_id = e.tenant_id"
+            "  AND s.memory_id = e.memory_id AND s.version = e.version"
+            " LEFT JOIN memory_snapshots p ON p.tenant_id = e.tenant_id"
+            "  AND p.memory_id = e.memory_id AND p.version = e.version - 1"
+            " WHERE e.tenant_id = %s AND e.memory_id = %s AND e.version > %s"
+            " ORDER BY e.version LIMIT %s",
+            (tenant_id, memory_id, after_version, limit),
+        )
+        rows = await cur.fetchall()
+    return [
+        MemoryEvent(
+            memory_id=memory_id, version=version, event_type=event_type, actor=actor,
+            reason=reason or "", event_time=event_time,
+            before=from_state(before) if before is not None else None,
+            after=from_state(after) if after is not None else None,
+        )
+        for version, event_type, actor, event_time, after, reason, before in rows
+    ]  # fmt: skip
+
+
+async def state_at(
+    pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID, at: dt.datetime
+) -> tuple[str | None, Memory | None]:
+    """The last event type at or before ``at`` and the state it left (None if purged)."""
+    async with transaction(pool) as conn:
+        cur = await conn.execute(
+            "SELECT e.event_type, s.state FROM memory_events e"
+            " LEFT JOIN memory_snapshots s ON s.tenant_id = e.tenant_id"
+            "  AND s.memory_id = e.memory_id AND s.version = e.version"
+            " WHERE e.tenant_id = %s AND e.memory_id = %s AND e.event_time <= %s"
+            " ORDER BY e.version DESC LIMIT 1",
+            (tenant_id, memory_id, at),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None, None
+    event_type, state = row
+    return event_type, (from_state(state) if state is not None else None)
+
+
+async def has_events(pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID) -> bool:
+    """Whether the memory ever existed in this tenant."""
+    async with transaction(pool) as conn:
+        cur = await conn.execute(
+            "SELECT 1 FROM memory_events WHERE tenant_id = %s AND memory_id = %s LIMIT 1",
+            (tenant_id, memory_id),
+        )
+        return await cur.fetchone() is not None

@@ -1,0 +1,455 @@
+"""SQL for memories: create (one, upsert, batch COPY), read, update, supersede, delete."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.errors import UniqueViolation
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server import idempotency
+from memoryd_server.database import transaction
+from memoryd_server.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from memoryd_server.ids import uuid7
+from memoryd_server.memories import history
+from memoryd_server.memories.filters import filter_condition
+from memoryd_server.memories.models import (
+    COLUMNS,
+    LIVE_STATUSES,
+    NEW_COLUMNS,
+    Memory,
+    MemoryFilter,
+    NewMemory,
+    ns_path,
+)
+
+Conn = AsyncConnection[Any]
+
+SELECT_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+# The columns a create writes, in COPY and INSERT order.
+_WRITE_COLUMNS = ("tenant_id", "id", "ns_path", *NEW_COLUMNS)
+# Binary COPY needs each column's type.
+_COPY_TYPES = {
+    "tenant_id": "text", "id": "uuid", "ns_path": "text", "namespace": "text[]",
+    "content": "text", "key": "text", "memory_type": "text", "subject": "text",
+    "embedding": "vector", "embedding_model": "text", "importance": "int2",
+    "confidence": "float4", "pinned": "bool", "tier": "text", "status": "text",
+    "source_kind": "text", "source_conversation_id": "text", "source_message_ids": "text[]",
+    "extraction_model": "text", "user_id": "text", "agent_id": "text", "tags": "text[]",
+    "metadata": "jsonb", "related_to": "uuid[]", "contradicts": "uuid[]",
+    "expire_time": "timestamptz",
+}  # fmt: skip
+# What an upsert replaces in the memory that holds the key.
+_UPSERT_COLUMNS = tuple(c for c in NEW_COLUMNS if c not in {"namespace", "key", "status"})
+
+
+def _not_found(memory_id: uuid.UUID) -> NotFound:
+    return NotFound(f"memory {str(memory_id)!r} does not exist")
+
+
+def _key_taken(new: NewMemory) -> AlreadyExists:
+    return AlreadyExists(
+        f"key {new.key!r} is already used in namespace {'/'.join(new.namespace)!r}"
+    )
+
+
+def _write_values(tenant_id: str, memory_id: uuid.UUID, new: NewMemory) -> dict[str, Any]:
+    values: dict[str, Any] = {"tenant_id": tenant_id, "id": memory_id,
+                              "ns_path": ns_path(new.namespace)}  # fmt: skip
+    for name in NEW_COLUMNS:
+        value = getattr(new, name)
+        values[name] = Jsonb(value) if name == "metadata" else value
+    return values
+
+
+async def _fetch(conn: Conn, query: sql.Composed, params: Any) -> list[Memory]:
+    async with conn.cursor(row_factory=class_row(Memory)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def _select(
+    conn: Conn, tenant_id: str, memory_id: uuid.UUID, *, lock: bool = False
+) -> Memory | None:
+    query = sql.SQL("SELECT {} FROM memories WHERE tenant_id = %s AND id = %s {}").format(
+        SELECT_COLUMNS, sql.SQL("FOR UPDATE" if lock else "")
+    )
+    rows = await _fetch(conn, query, (tenant_id, memory_id))
+    return rows[0] if rows else None
+
+
+async def _insert(
+    conn: Conn, tenant_id: str, memory_id: uuid.UUID, new: NewMemory, *, upsert: bool = False
+) -> Memory:
+    """Insert ``new``; with ``upsert``, replace the live memory holding its key instead."""
+    conflict: sql.Composable = sql.SQL("")
+    if upsert:
+        conflict = sql.SQL(
+            " ON CONFLICT (tenant_id, ns_path, key) WHERE key IS NOT NULL"
+            " AND status IN ('active', 'disputed') DO UPDATE SET {}, version = memories.version"
+            " + 1, update_time = now()"
+        ).format(sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in _UPSERT_COLUMNS
+        ))  # fmt: skip
+    query = sql.SQL("INSERT INTO memories ({}) VALUES ({}){} RETURNING {}").format(
+        sql.SQL(", ").join(sql.Identifier(c) for c in _WRITE_COLUMNS),
+        sql.SQL(", ").join(sql.Placeholder(c) for c in _WRITE_COLUMNS),
+        conflict,
+        SELECT_COLUMNS,
+    )
+    try:
+        rows = await _fetch(conn, query, _write_values(tenant_id, memory_id, new))
+    except UniqueViolation as exc:
+        if exc.diag.constraint_name == "memories_key_idx":
+            raise _key_taken(new) from exc
+        raise
+    return rows[0]
+
+
+async def create_memory(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    actor: str,
+    new: NewMemory,
+    upsert: bool = False,
+    request_id: str = "",
+    request_hash: bytes = b"",
+) -> tuple[Memory, bool]:
+    """Create a memory (or upsert by key); returns it and whether it was an update."""
+    memory_id = uuid7()
+    async with transaction(pool) as conn:
+        if request_id:
+
+            async def replay(stored_id: str, _: list[uuid.UUID]) -> tuple[Memory, bool]:
+                found = await _select(conn, tenant_id, uuid.UUID(stored_id))
+                if found is None:
+                    raise _not_found(uuid.UUID(stored_id))
+                return found, found.version > 1
+
+            replayed = await idempotency.claim_or_replay(
+                conn, tenant_id=tenant_id, request_id=request_id, method="CreateMemory",
+                request_hash=request_hash, resource_id=str(memory_id), replay=replay,
+            )  # fmt: skip
+            if replayed is not None:
+                return replayed
+        memory = await _insert(conn, tenant_id, memory_id, new, upsert=upsert and bool(new.key))
+        updated = memory.id != memory_id
+        await history.record(
+            conn, tenant_id, memory, "updated" if updated else "created", actor=actor
+        )
+        if request_id and updated:
+            await idempotency.record_items(
+                conn, tenant_id=tenant_id, request_id=request_id, item_ids=[],
+                resource_id=str(memory.id),
+            )  # fmt: skip
+        return memory, updated
+
+
+async def batch_create_memories(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    actor: str,
+    memories: list[NewMemory],
+    request_id: str = "",
+    request_hash: bytes = b"",
+) -> list[uuid.UUID]:
+    """Create all ``memories`` with one binary COPY, in one transaction."""
+    ids = [uuid7() for _ in memories]
+    async with transaction(pool) as conn:
+        if request_id:
+
+            async def replay(_: str, stored: list[uuid.UUID]) -> list[uuid.UUID]:
+                return stored
+
+            replayed = await idempotency.claim_or_replay(
+                conn, tenant_id=tenant_id, request_id=request_id,
+                method="BatchCreateMemories", request_hash=request_hash, resource_id="",
+                replay=replay,
+            )  # fmt: skip
+            if replayed is not None:
+                return replayed
+        copy_sql = sql.SQL("COPY memories ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.SQL(", ").join(sql.Identifier(c) for c in _WRITE_COLUMNS)
+        )
+        async with conn.cursor() as cur:
+            try:
+                async with cur.copy(copy_sql) as copy:
+                    copy.set_types([_COPY_TYPES[c] for c in _WRITE_COLUMNS])
+                    for memory_id, new in zip(ids, memories, strict=True):
+                        values = _write_values(tenant_id, memory_id, new)
+                        await copy.write_row([values[c] for c in _WRITE_COLUMNS])
+            except UniqueViolation as exc:
+                if exc.diag.constraint_name == "memories_key_idx":
+                    raise AlreadyExists(
+                        "a (namespace, key) of the batch is already used or repeated"
+                    ) from exc
+                raise
+            await cur.execute("SELECT now()")
+            row = await cur.fetchone()
+            assert row is not None
+        now: dt.datetime = row[0]
+        created = [
+            _as_created(memory_id, new, now) for memory_id, new in zip(ids, memories, strict=True)
+        ]
+        await history.record_many(conn, tenant_id, created, "created", actor=actor)
+        if request_id:
+            await idempotency.record_items(
+                conn, tenant_id=tenant_id, request_id=request_id, item_ids=ids
+            )
+    return ids
+
+
+def _as_created(memory_id: uuid.UUID, new: NewMemory, now: dt.datetime) -> Memory:
+    """The row COPY wrote for ``new``, rebuilt without reading it back."""
+    values = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMemory)}
+    return Memory(
+        id=memory_id, version=1, superseded_by=None, access_count=0, last_access_time=None,
+        create_time=now, update_time=now, **values,
+    )  # fmt: skip
+
+
+async def get_memory(pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID) -> Memory:
+    """The memory, or NOT_FOUND."""
+    async with transaction(pool) as conn:
+        found = await _select(conn, tenant_id, memory_id)
+    if found is None:
+        raise _not_found(memory_id)
+    return found
+
+
+async def get_memory_by_key(
+    pool: AsyncConnectionPool, *, tenant_id: str, namespace: list[str], key: str
+) -> Memory:
+    """The live memory holding (namespace, key), or NOT_FOUND."""
+    query = sql.SQL(
+        "SELECT {} FROM memories WHERE tenant_id = %s AND ns_path = %s AND key = %s"
+        " AND status = ANY(%s)"
+    ).format(SELECT_COLUMNS)
+    async with transaction(pool) as conn:
+        rows = await _fetch(conn, query, (tenant_id, ns_path(namespace), key, list(LIVE_STATUSES)))
+    if not rows:
+        raise NotFound(f"no memory has key {key!r} in namespace {'/'.join(namespace)!r}")
+    return rows[0]
+
+
+async def _explain_miss(
+    conn: Conn, tenant_id: str, memory_id: uuid.UUID, expected_version: int | None
+) -> Exception:
+    """Why a guarded UPDATE matched no row."""
+    current = await _select(conn, tenant_id, memory_id)
+    if current is None:
+        return _not_found(memory_id)
+    if current.status == "superseded":
+        return FailedPrecondition(
+            f"memory {str(memory_id)!r} is SUPERSEDED by {str(current.superseded_by)!r}"
+        )
+    return Aborted(
+        f"memory {str(memory_id)!r} is at version {current.version}, not {expected_version};"
+        " re-read it and retry"
+    )
+
+
+async def update_memory(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    actor: str,
+    memory_id: uuid.UUID,
+    changes: dict[str, Any],
+    expected_version: int | None,
+    reason: str = "",
+) -> Memory:
+    """Replace the fields in ``changes`` and bump the version; one history event."""
+    params: dict[str, Any] = {
+        name: Jsonb(value) if name == "metadata" else value for name, value in changes.items()
+    }
+    params.update(tenant=tenant_id, id=memory_id, expected=expected_version)
+    query = sql.SQL(
+        "UPDATE memories SET {}, version = version + 1, update_time = now()"
+        " WHERE tenant_id = %(tenant)s AND id = %(id)s AND status <> 'superseded'"
+        " AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint) RETURNING {}"
+    ).format(
+        sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(n), sql.Placeholder(n)) for n in changes
+        ),
+        SELECT_COLUMNS,
+    )
+    async with transaction(pool) as conn:
+        rows = await _fetch(conn, query, params)
+        if not rows:
+            raise await _explain_miss(conn, tenant_id, memory_id, expected_version)
+        memory = rows[0]
+        event = "archived" if changes.get("status") == "archived" else "updated"
+        await history.record(conn, tenant_id, memory, event, actor=actor, reason=reason)
+        return memory
+
+
+async def supersede_memory(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    actor: str,
+    memory_id: uuid.UUID,
+    new: NewMemory,
+    expected_version: int | None,
+    reason: str = "",
+) -> tuple[Memory, Memory]:
+    """Mark ``memory_id`` SUPERSEDED by a new memory created from ``new``."""
+    new_id = uuid7()
+    query = sql.SQL(
+        "UPDATE memories SET status = 'superseded', superseded_by = %(new)s,"
+        " version = version + 1, update_time = now()"
+        " WHERE tenant_id = %(tenant)s AND id = %(id)s AND status <> 'superseded'"
+        " AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint) RETURNING {}"
+    ).format(SELECT_COLUMNS)
+    params = {"new": new_id, "tenant": tenant_id, "id": memory_id, "expected": expected_version}
+    async with transaction(pool) as conn:
+        # The old one first: it frees its key for a replacement that keeps it.
+        rows = await _fetch(conn, query, params)
+        if not rows:
+            raise await _explain_miss(conn, tenant_id, memory_id, expected_version)
+        old = rows[0]
+        if not new.namespace:
+            new = dataclasses.replace(new, namespace=old.namespace)
+        created = await _insert(conn, tenant_id, new_id, new)
+        await history.record(conn, tenant_id, created, "created", actor=actor, reason=reason)
+        await history.record(conn, tenant_id, old, "superseded", actor=actor, reason=reason)
+        return old, created
+
+
+async def delete_memory(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    actor: str,
+    memory_id: uuid.UUID,
+    purge: bool,
+    reason: str = "",
+) -> Memory | None:
+    """Archive the memory (returned), or purge it and its history's content (None)."""
+    async with transaction(pool) as conn:
+        if purge:
+            cur = await conn.execute(
+                "DELETE FROM memories WHERE tenant_id = %s AND id = %s RETURNING version",
+                (tenant_id, memory_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                raise _not_found(memory_id)
+            await history.purge(conn, tenant_id, memory_id, int(row[0]), actor)
+            return None
+        query = sql.SQL(
+            "UPDATE memories SET status = 'archived', version = version + 1, update_time = now()"
+            " WHERE tenant_id = %s AND id = %s AND status <> 'archived' RETURNING {}"
+        ).format(SELECT_COLUMNS)
+        rows = await _fetch(conn, query, (tenant_id, memory_id))
+        if not rows:  # already archived: nothing changes, nothing to record
+            current = await _select(conn, tenant_id, memory_id)
+            if current is None:
+                raise _not_found(memory_id)
+            return current
+        await history.record(conn, tenant_id, rows[0], "archived", actor=actor, reason=reason)
+        return rows[0]
+
+
+async def list_memories(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    filter: MemoryFilter,
+    limit: int,
+    before_id: uuid.UUID | None,
+) -> list[Memory]:
+    """Up to ``limit`` memories matching ``filter``, newest (highest UUIDv7) first."""
+    params: dict[str, Any] = {"limit": limit, "before": before_id}
+    where = filter_condition(tenant_id, filter, params)
+    query = sql.SQL(
+        "SELECT {} FROM memories WHERE {} AND (%(before)s::uuid IS NULL OR id < %(before)s)"
+        " ORDER BY id DESC LIMIT %(limit)s"
+    ).format(SELECT_COLUMNS, where)
+    async with transaction(pool) as conn:
+        return await _fetch(conn, query, params)
+
+
+async def list_namespaces(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    prefix: list[str],
+    max_depth: int,
+    limit: int,
+    after: list[str] | None,
+) -> list[list[str]]:
+    """Distinct namespaces (truncated to ``max_depth``) of live memories under ``prefix``."""
+    params: dict[str, Any] = {"limit": limit, "statuses": list(LIVE_STATUSES)}
+    where = filter_condition(
+        tenant_id, MemoryFilter(namespace_prefix=prefix, statuses=[], include_expired=True),
+        params,
+    )  # fmt: skip
+    depth = sql.SQL("namespace[1:%(depth)s]" if max_depth else "namespace")
+    params["depth"] = max_depth
+    params["after"] = ns_path(after) if after is not None else None
+    query = sql.SQL(
+        "SELECT ns FROM (SELECT DISTINCT {} AS ns FROM memories WHERE {}"
+        " AND status = ANY(%(statuses)s)) AS d"
+        " WHERE %(after)s::text IS NULL OR array_to_string(ns, E'\\x1f') COLLATE \"C\""
+        ' > %(after)s::text COLLATE "C"'
+        " ORDER BY array_to_string(ns, E'\\x1f') COLLATE \"C\" LIMIT %(limit)s"
+    ).format(depth, where)
+    async with transaction(pool) as conn:
+        cur = await conn.execute(query, params)
+        return [list(row[0]) for row in await cur.fetchall()]
+
+
+async def expire_memories(pool: AsyncConnectionPool, *, purge: bool, batch: int = 500) -> int:
+    """Archive (or purge) up to ``batch`` unpinned live memories past expire_time."""
+    query = sql.SQL(
+        "SELECT tenant_id, id FROM memories WHERE expire_time <= now() AND NOT pinned"
+        " AND status IN ('active', 'disputed') ORDER BY expire_time LIMIT %s"
+        " FOR UPDATE SKIP LOCKED"
+    )
+    async with transaction(pool) as conn:
+        cur = await conn.execute(query, (batch,))
+        due = await cur.fetchall()
+        for tenant_id, memory_id in due:
+            if purge:
+                cur = await conn.execute(
+                    "DELETE FROM memories WHERE tenant_id = %s AND id = %s RETURNING version",
+                    (tenant_id, memory_id),
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                await history.purge(conn, tenant_id, memory_id, int(row[0]), "system:expiry")
+                continue
+            archived = await _fetch(
+                conn,
+                sql.SQL(
+                    "UPDATE memories SET status = 'archived', version = version + 1,"
+                    " update_time = now() WHERE tenant_id = %s AND id = %s RETURNING {}"
+                ).format(SELECT_COLUMNS),
+                (tenant_id, memory_id),
+            )
+            await history.record(
+                conn, tenant_id, archived[0], "archived", actor="system:expiry", reason="expired"
+            )  # fmt: skip
+        return len(due)
+
+
+async def record_access(
+    pool: AsyncConnectionPool, *, tenant_id: str, memory_ids: list[uuid.UUID]
+) -> None:
+    """Count one access of each memory (not a change: no version, no history)."""
+    async with transaction(pool) as conn:
+        await conn.execute(
+            "UPDATE memories SET access_count = access_count + 1, last_access_time = now()"
+            " WHERE tenant_id = %s AND id = ANY(%s)",
+            (tenant_id, sorted(memory_ids)),
+        )
