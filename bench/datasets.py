@@ -7,9 +7,9 @@ the attributes below are independent of where a vector lies; a filter keeps its
 share of every cluster, which is the hard case for filtered HNSW search.
 
 Row ``i`` carries ``user_id = f"u{i % 100}"`` (a filter on one user keeps 1% of
-rows) and ``tags = [f"t{i % 10}", f"p{i % 4}"]`` (one ``t`` tag keeps 10%, one
-``p`` tag 25%). Queries are drawn around the same centres, so they are near the
-data but never equal to a data point.
+rows) and ``tags = [f"t{i % 10}", f"p{i // 100 % 4}"]`` (one ``t`` tag keeps 10%,
+one ``p`` tag 25%, independently of the user). Queries are drawn around the
+same centres, so they are near the data but never equal to a data point.
 """
 
 from __future__ import annotations
@@ -58,8 +58,11 @@ def user_id(i: int) -> str:
 
 
 def tags(i: int) -> list[str]:
-    """Row ``i``'s tags: ``t0``..``t9`` keep 10% of rows each, ``p0``..``p3`` 25%."""
-    return [f"t{i % TOPICS}", f"p{i % PHASES}"]
+    """Row ``i``'s tags: ``t0``..``t9`` keep 10% of rows each, ``p0``..``p3`` 25%.
+
+    The ``p`` tag depends on ``i // USERS``, so it is independent of the user.
+    """
+    return [f"t{i % TOPICS}", f"p{i // USERS % PHASES}"]
 
 
 def user_mask(n: int, user: str) -> Mask:
@@ -103,9 +106,7 @@ def clustered(
     q_sigma = (spread if query_spread is None else query_spread) / np.sqrt(dim)
     q_cluster = rng.integers(0, clusters, size=queries)
     query_vectors = normalise(centres[q_cluster] + q_sigma * rng.standard_normal((queries, dim)))
-    return Dataset(
-        vectors=vectors, queries=query_vectors, centres=centres, cluster_of=cluster_of
-    )
+    return Dataset(vectors=vectors, queries=query_vectors, centres=centres, cluster_of=cluster_of)
 
 
 def brute_force_top_k(

@@ -16,18 +16,24 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd.v1 import conversation_pb2, conversation_pb2_grpc
+from memoryd.v1 import conversation_pb2, conversation_pb2_grpc, memory_pb2, memory_pb2_grpc
 from memoryd_server import database, idempotency
 from memoryd_server.config import Settings
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
 from memoryd_server.interceptors import AccessLogInterceptor, ErrorInterceptor
+from memoryd_server.memories import store as memory_store
+from memoryd_server.memories.access import AccessRecorder
+from memoryd_server.memories.servicer import MemoryServicer
 from memoryd_server.pagination import PageTokens
 from memoryd_server.telemetry import configure_tracing
 
 log = structlog.get_logger("memoryd")
 
-SERVICE_NAMES = (conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,)
+SERVICE_NAMES = (
+    conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
+    memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
+)
 
 
 class Memoryd:
@@ -61,12 +67,15 @@ class Memoryd:
         secret = await database.read_or_create_secret(
             self._pool, name="page_token", value=secrets.token_bytes(32)
         )
-        self._server = self._build_server(self._pool, PageTokens(secret))
+        access = AccessRecorder(self._pool)
+        self._server = self._build_server(self._pool, PageTokens(secret), access)
         await self._server.start()
         await self._set_serving(True)
         self._tasks = [
             asyncio.create_task(self._watch_database(), name="memoryd-health"),
-            asyncio.create_task(self._expire_idempotency_keys(), name="memoryd-expiry"),
+            asyncio.create_task(self._expire_idempotency_keys(), name="memoryd-idempotency"),
+            asyncio.create_task(self._expire_memories(), name="memoryd-memory-expiry"),
+            asyncio.create_task(access.run(), name="memoryd-access"),
         ]
         log.info("serving", addr=self.settings.addr, port=self.port, pid=os.getpid())
         return self.port
@@ -77,7 +86,9 @@ class Memoryd:
         self._embedded = EmbeddedDatabase(self.settings.data_dir)
         return await asyncio.to_thread(self._embedded.start)
 
-    def _build_server(self, pool: AsyncConnectionPool, tokens: PageTokens) -> grpc.aio.Server:
+    def _build_server(
+        self, pool: AsyncConnectionPool, tokens: PageTokens, access: AccessRecorder
+    ) -> grpc.aio.Server:
         provider = configure_tracing(self.settings)
         tracing = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
         server = grpc.aio.server(
@@ -89,6 +100,9 @@ class Memoryd:
         )
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
             ConversationServicer(pool, self.settings, tokens), server
+        )
+        memory_pb2_grpc.add_MemoryServiceServicer_to_server(
+            MemoryServicer(pool, self.settings, tokens, access), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -132,6 +146,22 @@ class Memoryd:
             except Exception:
                 log.warning("idempotency_expiry_failed", exc_info=True)
             await asyncio.sleep(600)
+
+    async def _expire_memories(self) -> None:
+        """Archive (or purge) expired memories in small batches, off the request path."""
+        assert self._pool is not None
+        purge = self.settings.expiry_action == "purge"
+        while True:
+            await asyncio.sleep(self.settings.expiry_interval_seconds)
+            try:
+                for _ in range(100):
+                    done = await memory_store.expire_memories(self._pool, purge=purge)
+                    if done:
+                        log.info("memories_expired", count=done, action=self.settings.expiry_action)
+                    if done < memory_store.EXPIRY_BATCH:
+                        break
+            except Exception:
+                log.warning("memory_expiry_failed", exc_info=True)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, finish in-flight calls within ``grace``, then release everything."""

@@ -13,3 +13,9 @@ def tenant_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's tenant: from its credential once auth lands, never from a request field."""
     del context
     return DEFAULT_TENANT
+
+
+def actor_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """Who is calling, for history events: the API key's id once auth lands."""
+    del context
+    return "anonymous"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+# float32 arrays from requests; rows read back hold pgvector's Vector instead.
 Embedding = npt.NDArray[np.float32]
 
 # U+001F joins namespace segments in ns_path; segments may not contain it.
@@ -70,7 +71,7 @@ class Memory:
     memory_type: str
     content: str
     subject: str
-    embedding: Embedding | None
+    embedding: Any
     embedding_model: str
     importance: int
     confidence: float

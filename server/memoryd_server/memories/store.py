@@ -31,6 +31,9 @@ from memoryd_server.memories.models import (
 
 Conn = AsyncConnection[Any]
 
+# Memories expired per transaction: short locks, no long stall of other writers.
+EXPIRY_BATCH = 500
+
 SELECT_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
 # The columns a create writes, in COPY and INSERT order.
 _WRITE_COLUMNS = ("tenant_id", "id", "ns_path", *NEW_COLUMNS)
@@ -409,7 +412,9 @@ async def list_namespaces(
         return [list(row[0]) for row in await cur.fetchall()]
 
 
-async def expire_memories(pool: AsyncConnectionPool, *, purge: bool, batch: int = 500) -> int:
+async def expire_memories(
+    pool: AsyncConnectionPool, *, purge: bool, batch: int = EXPIRY_BATCH
+) -> int:
     """Archive (or purge) up to ``batch`` unpinned live memories past expire_time."""
     query = sql.SQL(
         "SELECT tenant_id, id FROM memories WHERE expire_time <= now() AND NOT pinned"

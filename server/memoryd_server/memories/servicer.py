@@ -1,0 +1,320 @@
+"""MemoryService: validate requests, call the store, map records to protos."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from typing import Any
+
+import grpc.aio
+from google.protobuf.message import Message as ProtoMessage
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd.v1 import memory_pb2 as pb
+from memoryd.v1 import memory_pb2_grpc as pb_grpc
+from memoryd_server import tenancy
+from memoryd_server.config import Settings
+from memoryd_server.errors import InvalidArgument, NotFound
+from memoryd_server.ids import parse_uuid
+from memoryd_server.memories import convert, history, search, store
+from memoryd_server.memories.access import AccessRecorder
+from memoryd_server.memories.models import UPDATABLE_FIELDS
+from memoryd_server.pagination import PageTokens, page_size
+from memoryd_server.protoconv import struct_to_dict, timestamp
+from memoryd_server.validation import check_text
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+MAX_BATCH = 10_000
+
+
+def _request_hash(request: ProtoMessage) -> bytes:
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+
+
+class MemoryServicer(pb_grpc.MemoryServiceServicer):
+    """The proto boundary of MemoryService."""
+
+    def __init__(self, pool: AsyncConnectionPool, settings: Settings, tokens: PageTokens,
+                 access: AccessRecorder) -> None:  # fmt: skip
+        self._pool = pool
+        self._dim = settings.embedding_dim
+        self._max_bytes = settings.max_content_bytes
+        self._tokens = tokens
+        self._access = access
+
+    def _memory_id(self, field: str, value: str) -> uuid.UUID:
+        return parse_uuid(field, value)
+
+    async def CreateMemory(self, request: pb.CreateMemoryRequest,
+                           context: Context) -> pb.CreateMemoryResponse:  # fmt: skip
+        ttl = None
+        if request.HasField("ttl"):
+            ttl = request.ttl.ToTimedelta()
+            if ttl <= dt.timedelta(0):
+                raise InvalidArgument("ttl", "must be positive")
+        new = convert.new_memory("memory", request.memory, dim=self._dim,
+                                 max_bytes=self._max_bytes, ttl=ttl)  # fmt: skip
+        if request.upsert and not new.key:
+            raise InvalidArgument("memory.key", "is required with upsert")
+        memory, updated = await store.create_memory(
+            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            new=new, upsert=request.upsert,
+            request_id=check_text("request_id", request.request_id, 128),
+            request_hash=_request_hash(request),
+        )  # fmt: skip
+        return pb.CreateMemoryResponse(memory=convert.memory_to_pb(memory), updated=updated)
+
+    async def BatchCreateMemories(self, request: pb.BatchCreateMemoriesRequest,
+                                  context: Context) -> pb.BatchCreateMemoriesResponse:  # fmt: skip
+        if not request.memories:
+            raise InvalidArgument("memories", "must hold at least one memory")
+        if len(request.memories) > MAX_BATCH:
+            raise InvalidArgument("memories", f"must hold at most {MAX_BATCH}")
+        news = [
+            convert.new_memory(f"memories[{i}]", m, dim=self._dim, max_bytes=self._max_bytes)
+            for i, m in enumerate(request.memories)
+        ]
+        ids = await store.batch_create_memories(
+            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            memories=news, request_id=check_text("request_id", request.request_id, 128),
+            request_hash=_request_hash(request),
+        )  # fmt: skip
+        return pb.BatchCreateMemoriesResponse(memory_ids=[str(i) for i in ids])
+
+    async def GetMemory(self, request: pb.GetMemoryRequest,
+                        context: Context) -> pb.GetMemoryResponse:  # fmt: skip
+        tenant = tenancy.tenant_of(context)
+        by_key = bool(request.namespace or request.key)
+        if request.memory_id and by_key:
+            raise InvalidArgument("memory_id", "give memory_id or namespace and key, not both")
+        if by_key:
+            if not request.key:
+                raise InvalidArgument("key", "is required with namespace")
+            memory = await store.get_memory_by_key(
+                self._pool, tenant_id=tenant,
+                namespace=convert.namespace("namespace", request.namespace),
+                key=check_text("key", request.key, 256),
+            )  # fmt: skip
+        else:
+            memory = await store.get_memory(
+                self._pool, tenant_id=tenant,
+                memory_id=self._memory_id("memory_id", request.memory_id),
+            )  # fmt: skip
+        return pb.GetMemoryResponse(memory=convert.memory_to_pb(memory))
+
+    def _change(self, path: str, m: pb.Memory) -> Any:  # noqa: PLR0911, PLR0912 - one branch per field
+        """The validated new value of one updatable field."""
+        field = f"memory.{path}"
+        if path == "content":
+            return convert.content(field, m.content, self._max_bytes)
+        if path == "embedding":
+            return convert.embedding(field, m.embedding, self._dim)
+        if path == "importance":
+            return convert.importance(field, m.importance, default=None)
+        if path == "confidence":
+            return convert.confidence(field, m.confidence)
+        if path == "memory_type":
+            return convert.enum_value(field, m.memory_type, convert.TYPES,
+                                      pb.MemoryType.DESCRIPTOR, None)  # fmt: skip
+        if path == "tier":
+            return convert.enum_value(field, m.tier, convert.TIERS, pb.MemoryTier.DESCRIPTOR, None)
+        if path == "status":
+            status = convert.enum_value(field, m.status, convert.STATUSES,
+                                        pb.MemoryStatus.DESCRIPTOR, None)  # fmt: skip
+            if status == "superseded":
+                raise InvalidArgument(field, "use SupersedeMemory to supersede a memory")
+            return status
+        if path == "tags":
+            return convert.tags(field, m.tags)
+        if path in {"related_to", "contradicts"}:
+            return convert.links(field, getattr(m, path))
+        if path == "metadata":
+            return struct_to_dict(field, m.metadata, self._max_bytes)
+        if path == "expire_time":
+            return m.expire_time.ToDatetime(tzinfo=dt.UTC) if m.HasField("expire_time") else None
+        if path == "pinned":
+            return m.pinned
+        limit = 1024 if path == "subject" else 256  # subject, embedding_model
+        return check_text(field, getattr(m, path), limit)
+
+    async def UpdateMemory(self, request: pb.UpdateMemoryRequest,
+                           context: Context) -> pb.UpdateMemoryResponse:  # fmt: skip
+        memory_id = self._memory_id("memory.id", request.memory.id)
+        paths = list(dict.fromkeys(request.update_mask.paths))
+        if not paths:
+            raise InvalidArgument("update_mask", "must name at least one field")
+        for path in paths:
+            if path not in UPDATABLE_FIELDS:
+                raise InvalidArgument(
+                    "update_mask", f"{path!r} is not an updatable field; use one of "
+                    + ", ".join(sorted(UPDATABLE_FIELDS)))  # fmt: skip
+        changes = {path: self._change(path, request.memory) for path in paths}
+        expected = request.expected_version if request.HasField("expected_version") else None
+        memory = await store.update_memory(
+            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            memory_id=memory_id, changes=changes, expected_version=expected,
+            reason=check_text("reason", request.reason, 1024),
+        )  # fmt: skip
+        return pb.UpdateMemoryResponse(memory=convert.memory_to_pb(memory))
+
+    async def SupersedeMemory(self, request: pb.SupersedeMemoryRequest,
+                              context: Context) -> pb.SupersedeMemoryResponse:  # fmt: skip
+        memory_id = self._memory_id("memory_id", request.memory_id)
+        new = convert.new_memory("memory", request.memory, dim=self._dim,
+                                 max_bytes=self._max_bytes, namespace_default=True)  # fmt: skip
+        expected = request.expected_version if request.HasField("expected_version") else None
+        old, created = await store.supersede_memory(
+            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            memory_id=memory_id, new=new, expected_version=expected,
+            reason=check_text("reason", request.reason, 1024),
+        )  # fmt: skip
+        return pb.SupersedeMemoryResponse(
+            superseded=convert.memory_to_pb(old), memory=convert.memory_to_pb(created)
+        )
+
+    async def DeleteMemory(self, request: pb.DeleteMemoryRequest,
+                           context: Context) -> pb.DeleteMemoryResponse:  # fmt: skip
+        archived = await store.delete_memory(
+            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            memory_id=self._memory_id("memory_id", request.memory_id), purge=request.purge,
+            reason=check_text("reason", request.reason, 1024),
+        )  # fmt: skip
+        if archived is None:
+            return pb.DeleteMemoryResponse()
+        return pb.DeleteMemoryResponse(memory=convert.memory_to_pb(archived))
+
+    async def ListMemories(self, request: pb.ListMemoriesRequest,
+                           context: Context) -> pb.ListMemoriesResponse:  # fmt: skip
+        tenant = tenancy.tenant_of(context)
+        filter_ = convert.memory_filter("filter", request.filter, max_bytes=self._max_bytes)
+        limit = page_size(request.page_size)
+        query = {"tenant": tenant, **vars(filter_)}
+        position = self._tokens.decode(request.page_token, "memories", query)
+        before = None
+        if position is not None:
+            before = _token_uuid(position)
+        rows = await store.list_memories(self._pool, tenant_id=tenant, filter=filter_,
+                                         limit=limit + 1, before_id=before)  # fmt: skip
+        token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            token = self._tokens.encode("memories", query, [str(rows[-1].id)])
+        return pb.ListMemoriesResponse(
+            memories=[convert.memory_to_pb(m) for m in rows], next_page_token=token
+        )
+
+    async def SearchMemories(self, request: pb.SearchMemoriesRequest,
+                             context: Context) -> pb.SearchMemoriesResponse:  # fmt: skip
+        tenant = tenancy.tenant_of(context)
+        filter_ = convert.memory_filter("filter", request.filter, max_bytes=self._max_bytes)
+        query_embedding = convert.embedding("query_embedding", request.query_embedding, self._dim)
+        query_text = check_text("query_text", request.query_text.strip(), 4096)
+        if query_embedding is None and not query_text:
+            raise InvalidArgument("query_embedding", "give query_embedding, query_text or both")
+        if not 0 <= request.top_k <= search.MAX_TOP_K:
+            raise InvalidArgument("top_k", f"must be 1 to {search.MAX_TOP_K}")
+        weights = _weights(request.weights)
+        results = await search.search_memories(
+            self._pool, tenant_id=tenant, filter=filter_, query_embedding=query_embedding,
+            query_text=query_text, top_k=request.top_k or search.DEFAULT_TOP_K,
+            weights=weights, min_score=request.min_score,
+        )  # fmt: skip
+        self._access.note(tenant, [r.memory.id for r in results])
+        return pb.SearchMemoriesResponse(results=[
+            pb.SearchResult(
+                memory=convert.memory_to_pb(r.memory), score=r.score,
+                similarity_score=r.similarity, text_score=r.text, recency_score=r.recency,
+                importance_score=r.importance,
+            ) for r in results
+        ])  # fmt: skip
+
+    async def ListNamespaces(self, request: pb.ListNamespacesRequest,
+                             context: Context) -> pb.ListNamespacesResponse:  # fmt: skip
+        tenant = tenancy.tenant_of(context)
+        prefix = convert.namespace("prefix", request.prefix, allow_empty=True)
+        if not 0 <= request.max_depth <= convert.MAX_NAMESPACE_DEPTH:
+            raise InvalidArgument("max_depth", f"must be 0 to {convert.MAX_NAMESPACE_DEPTH}")
+        limit = page_size(request.page_size, default=100)
+        query = {"tenant": tenant, "prefix": prefix, "depth": request.max_depth}
+        position = self._tokens.decode(request.page_token, "namespaces", query)
+        if position is not None and not all(isinstance(s, str) for s in position):
+            raise InvalidArgument("page_token", "is not a valid page token for this request")
+        rows = await store.list_namespaces(
+            self._pool, tenant_id=tenant, prefix=prefix, max_depth=request.max_depth,
+            limit=limit + 1, after=position,
+        )  # fmt: skip
+        token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            token = self._tokens.encode("namespaces", query, rows[-1])
+        return pb.ListNamespacesResponse(
+            namespaces=[pb.Namespace(segments=ns) for ns in rows], next_page_token=token
+        )
+
+    async def GetMemoryHistory(self, request: pb.GetMemoryHistoryRequest,
+                               context: Context) -> pb.GetMemoryHistoryResponse:  # fmt: skip
+        tenant = tenancy.tenant_of(context)
+        memory_id = self._memory_id("memory_id", request.memory_id)
+        limit = page_size(request.page_size, default=100)
+        query = {"tenant": tenant, "memory": str(memory_id)}
+        position = self._tokens.decode(request.page_token, "history", query)
+        after = 0
+        if position is not None:
+            if len(position) != 1 or not isinstance(position[0], int):
+                raise InvalidArgument("page_token", "is not a valid page token for this request")
+            after = position[0]
+        events = await history.list_events(self._pool, tenant_id=tenant, memory_id=memory_id,
+                                           after_version=after, limit=limit + 1)  # fmt: skip
+        if not events and after == 0:
+            raise NotFound(f"memory {str(memory_id)!r} does not exist")
+        token = ""
+        if len(events) > limit:
+            events = events[:limit]
+            token = self._tokens.encode("history", query, [events[-1].version])
+        return pb.GetMemoryHistoryResponse(events=[
+            pb.MemoryEvent(
+                seq=e.version, memory_id=str(e.memory_id), event_type=convert.EVENTS[e.event_type],
+                actor=e.actor, reason=e.reason, event_time=timestamp(e.event_time),
+                before=convert.memory_to_pb(e.before) if e.before else None,
+                after=convert.memory_to_pb(e.after) if e.after else None,
+            ) for e in events
+        ], next_page_token=token)  # fmt: skip
+
+    async def GetMemoryAt(self, request: pb.GetMemoryAtRequest,
+                          context: Context) -> pb.GetMemoryAtResponse:  # fmt: skip
+        memory_id = self._memory_id("memory_id", request.memory_id)
+        if not request.HasField("time"):
+            raise InvalidArgument("time", "is required")
+        at = request.time.ToDatetime(tzinfo=dt.UTC)
+        event, state = await history.state_at(
+            self._pool, tenant_id=tenancy.tenant_of(context), memory_id=memory_id, at=at
+        )
+        if event is None:
+            raise NotFound(f"memory {str(memory_id)!r} did not exist at {at.isoformat()}")
+        if state is None:
+            raise NotFound(f"memory {str(memory_id)!r} was purged")
+        return pb.GetMemoryAtResponse(memory=convert.memory_to_pb(state))
+
+
+def _token_uuid(position: list[Any]) -> uuid.UUID:
+    try:
+        (value,) = position
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a valid page token for this request") from None
+
+
+def _weights(w: pb.RankingWeights) -> search.Weights:
+    values = {"similarity": w.similarity, "text": w.text, "recency": w.recency,
+              "importance": w.importance}  # fmt: skip
+    for name, value in values.items():
+        if not (value >= 0 and value < float("inf")):
+            raise InvalidArgument(f"weights.{name}", "must be a finite number >= 0")
+    half_life = search.DEFAULT_HALF_LIFE
+    if w.HasField("recency_half_life"):
+        half_life = w.recency_half_life.ToTimedelta()
+        if half_life <= dt.timedelta(0):
+            raise InvalidArgument("weights.recency_half_life", "must be positive")
+    return search.Weights(half_life=half_life, **values)
