@@ -24,7 +24,7 @@ from memoryd.v1 import conversation_pb2 as pb
 from memoryd.v1 import conversation_pb2_grpc
 from memoryd_server.background import BackgroundServer
 from memoryd_server.config import Settings
-from memoryd_server.conversations.store import CONTEXT_WINDOW_QUERY
+from memoryd_server.conversations.messages import CONTEXT_WINDOW_QUERY
 from memoryd_server.telemetry import configure_logging
 from memoryd_server.tenancy import DEFAULT_TENANT
 

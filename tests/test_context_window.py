@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from memoryd.v1 import conversation_pb2 as pb
-from memoryd_server.conversations.store import CONTEXT_WINDOW_QUERY
+from memoryd_server.conversations.messages import CONTEXT_WINDOW_QUERY
 from memoryd_server.tenancy import DEFAULT_TENANT
 
 

@@ -42,7 +42,7 @@ def shard(i: int) -> str:
     return f"s{i // 1000 % 7}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # arrays of 20,000 rows: no repr in failures
 class Loaded:
     """The data set as stored: row ``i`` is memory ``ids[i]`` in ``namespace + [shard(i)]``."""
 

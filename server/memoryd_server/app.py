@@ -22,7 +22,7 @@ from memoryd_server.config import Settings
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
 from memoryd_server.interceptors import AccessLogInterceptor, ErrorInterceptor
-from memoryd_server.memories import store as memory_store
+from memoryd_server.memories import upkeep
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.servicer import MemoryServicer
 from memoryd_server.pagination import PageTokens
@@ -155,10 +155,10 @@ class Memoryd:
             await asyncio.sleep(self.settings.expiry_interval_seconds)
             try:
                 for _ in range(100):
-                    done = await memory_store.expire_memories(self._pool, purge=purge)
+                    done = await upkeep.expire_memories(self._pool, purge=purge)
                     if done:
                         log.info("memories_expired", count=done, action=self.settings.expiry_action)
-                    if done < memory_store.EXPIRY_BATCH:
+                    if done < upkeep.EXPIRY_BATCH:
                         break
             except Exception:
                 log.warning("memory_expiry_failed", exc_info=True)

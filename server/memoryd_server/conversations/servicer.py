@@ -13,6 +13,7 @@ from memoryd.v1 import conversation_pb2 as pb
 from memoryd.v1 import conversation_pb2_grpc as pb_grpc
 from memoryd_server import tenancy
 from memoryd_server.config import Settings
+from memoryd_server.conversations import messages as message_store
 from memoryd_server.conversations import models, store
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid, uuid7
@@ -233,7 +234,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         create = None
         if request.create_if_missing:
             create = self._new_conversation("conversation", request.conversation, conversation_id)
-        appended, conversation = await store.append_messages(
+        appended, conversation = await message_store.append_messages(
             self._pool,
             tenant_id=tenancy.tenant_of(context),
             conversation_id=conversation_id,
@@ -268,7 +269,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             if len(position) != 1 or not isinstance(position[0], int):
                 raise InvalidArgument("page_token", "is not a valid page token for this request")
             from_seq = position[0]
-        rows = await store.list_messages(
+        rows = await message_store.list_messages(
             self._pool,
             tenant_id=tenant,
             conversation_id=conversation_id,
@@ -298,7 +299,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         max_messages = request.max_messages or (
             MAX_WINDOW_MESSAGES if max_tokens else DEFAULT_WINDOW_MESSAGES
         )
-        window = await store.get_context_window(
+        window = await message_store.get_context_window(
             self._pool,
             tenant_id=tenancy.tenant_of(context),
             conversation_id=conversation_id,
@@ -323,7 +324,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         )
         if rating is None:
             raise InvalidArgument("rating", "must be POSITIVE or NEGATIVE")
-        updated = await store.set_message_feedback(
+        updated = await message_store.set_message_feedback(
             self._pool,
             tenant_id=tenancy.tenant_of(context),
             conversation_id=conversation_id,

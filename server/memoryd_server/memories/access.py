@@ -13,7 +13,7 @@ from collections import defaultdict
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd_server.memories import store
+from memoryd_server.memories import upkeep
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ class AccessRecorder:
         """Write what has been noted so far."""
         pending, self._pending = self._pending, defaultdict(set)
         for tenant_id, ids in pending.items():
-            await store.record_access(self._pool, tenant_id=tenant_id, memory_ids=list(ids))
+            await upkeep.record_access(self._pool, tenant_id=tenant_id, memory_ids=list(ids))
 
     async def run(self) -> None:
         """Flush every interval; a failed flush is logged and its hits dropped."""

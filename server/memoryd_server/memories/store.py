@@ -31,9 +31,6 @@ from memoryd_server.memories.models import (
 
 Conn = AsyncConnection[Any]
 
-# Memories expired per transaction: short locks, no long stall of other writers.
-EXPIRY_BATCH = 500
-
 SELECT_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
 # The columns a create writes, in COPY and INSERT order.
 _WRITE_COLUMNS = ("tenant_id", "id", "ns_path", *NEW_COLUMNS)
@@ -71,7 +68,7 @@ def _write_values(tenant_id: str, memory_id: uuid.UUID, new: NewMemory) -> dict[
     return values
 
 
-async def _fetch(conn: Conn, query: sql.Composed, params: Any) -> list[Memory]:
+async def fetch(conn: Conn, query: sql.Composed, params: Any) -> list[Memory]:
     async with conn.cursor(row_factory=class_row(Memory)) as cur:
         await cur.execute(query, params)
         return await cur.fetchall()
@@ -83,7 +80,7 @@ async def _select(
     query = sql.SQL("SELECT {} FROM memories WHERE tenant_id = %s AND id = %s {}").format(
         SELECT_COLUMNS, sql.SQL("FOR UPDATE" if lock else "")
     )
-    rows = await _fetch(conn, query, (tenant_id, memory_id))
+    rows = await fetch(conn, query, (tenant_id, memory_id))
     return rows[0] if rows else None
 
 
@@ -107,7 +104,7 @@ async def _insert(
         SELECT_COLUMNS,
     )
     try:
-        rows = await _fetch(conn, query, _write_values(tenant_id, memory_id, new))
+        rows = await fetch(conn, query, _write_values(tenant_id, memory_id, new))
     except UniqueViolation as exc:
         if exc.diag.constraint_name == "memories_key_idx":
             raise _key_taken(new) from exc
@@ -237,7 +234,7 @@ async def get_memory_by_key(
         " AND status = ANY(%s)"
     ).format(SELECT_COLUMNS)
     async with transaction(pool) as conn:
-        rows = await _fetch(conn, query, (tenant_id, ns_path(namespace), key, list(LIVE_STATUSES)))
+        rows = await fetch(conn, query, (tenant_id, ns_path(namespace), key, list(LIVE_STATUSES)))
     if not rows:
         raise NotFound(f"no memory has key {key!r} in namespace {'/'.join(namespace)!r}")
     return rows[0]
@@ -286,7 +283,7 @@ async def update_memory(
         SELECT_COLUMNS,
     )
     async with transaction(pool) as conn:
-        rows = await _fetch(conn, query, params)
+        rows = await fetch(conn, query, params)
         if not rows:
             raise await _explain_miss(conn, tenant_id, memory_id, expected_version)
         memory = rows[0]
@@ -316,7 +313,7 @@ async def supersede_memory(
     params = {"new": new_id, "tenant": tenant_id, "id": memory_id, "expected": expected_version}
     async with transaction(pool) as conn:
         # The old one first: it frees its key for a replacement that keeps it.
-        rows = await _fetch(conn, query, params)
+        rows = await fetch(conn, query, params)
         if not rows:
             raise await _explain_miss(conn, tenant_id, memory_id, expected_version)
         old = rows[0]
@@ -353,7 +350,7 @@ async def delete_memory(
             "UPDATE memories SET status = 'archived', version = version + 1, update_time = now()"
             " WHERE tenant_id = %s AND id = %s AND status <> 'archived' RETURNING {}"
         ).format(SELECT_COLUMNS)
-        rows = await _fetch(conn, query, (tenant_id, memory_id))
+        rows = await fetch(conn, query, (tenant_id, memory_id))
         if not rows:  # already archived: nothing changes, nothing to record
             current = await _select(conn, tenant_id, memory_id)
             if current is None:
@@ -379,7 +376,7 @@ async def list_memories(
         " ORDER BY id DESC LIMIT %(limit)s"
     ).format(SELECT_COLUMNS, where)
     async with transaction(pool) as conn:
-        return await _fetch(conn, query, params)
+        return await fetch(conn, query, params)
 
 
 async def list_namespaces(
@@ -410,51 +407,3 @@ async def list_namespaces(
     async with transaction(pool) as conn:
         cur = await conn.execute(query, params)
         return [list(row[0]) for row in await cur.fetchall()]
-
-
-async def expire_memories(
-    pool: AsyncConnectionPool, *, purge: bool, batch: int = EXPIRY_BATCH
-) -> int:
-    """Archive (or purge) up to ``batch`` unpinned live memories past expire_time."""
-    query = sql.SQL(
-        "SELECT tenant_id, id FROM memories WHERE expire_time <= now() AND NOT pinned"
-        " AND status IN ('active', 'disputed') ORDER BY expire_time LIMIT %s"
-        " FOR UPDATE SKIP LOCKED"
-    )
-    async with transaction(pool) as conn:
-        cur = await conn.execute(query, (batch,))
-        due = await cur.fetchall()
-        for tenant_id, memory_id in due:
-            if purge:
-                cur = await conn.execute(
-                    "DELETE FROM memories WHERE tenant_id = %s AND id = %s RETURNING version",
-                    (tenant_id, memory_id),
-                )
-                row = await cur.fetchone()
-                assert row is not None
-                await history.purge(conn, tenant_id, memory_id, int(row[0]), "system:expiry")
-                continue
-            archived = await _fetch(
-                conn,
-                sql.SQL(
-                    "UPDATE memories SET status = 'archived', version = version + 1,"
-                    " update_time = now() WHERE tenant_id = %s AND id = %s RETURNING {}"
-                ).format(SELECT_COLUMNS),
-                (tenant_id, memory_id),
-            )
-            await history.record(
-                conn, tenant_id, archived[0], "archived", actor="system:expiry", reason="expired"
-            )  # fmt: skip
-        return len(due)
-
-
-async def record_access(
-    pool: AsyncConnectionPool, *, tenant_id: str, memory_ids: list[uuid.UUID]
-) -> None:
-    """Count one access of each memory (not a change: no version, no history)."""
-    async with transaction(pool) as conn:
-        await conn.execute(
-            "UPDATE memories SET access_count = access_count + 1, last_access_time = now()"
-            " WHERE tenant_id = %s AND id = ANY(%s)",
-            (tenant_id, sorted(memory_ids)),
-        )

@@ -1,0 +1,283 @@
+"""SQL for messages: appends with gapless seqs, history pages, context windows, feedback."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server import idempotency
+from memoryd_server.conversations.models import (
+    OUTPUT_ROLES,
+    ContextWindow,
+    Conversation,
+    Message,
+    NewConversation,
+    NewMessage,
+)
+from memoryd_server.conversations.store import (
+    CONVERSATION_COLUMNS,
+    insert_conversation,
+    not_found,
+    select_conversation,
+)
+from memoryd_server.database import transaction
+from memoryd_server.errors import FailedPrecondition, NotFound
+from memoryd_server.ids import uuid7
+
+Conn = AsyncConnection[Any]
+
+# At most this many SYSTEM messages are pinned into a context window.
+MAX_PINNED_SYSTEM_MESSAGES = 100
+
+MESSAGE_COLUMNS = sql.SQL(
+    "id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count,"
+    " model, metadata, feedback_rating, feedback_comment, feedback_time, create_time"
+)
+
+
+# The newest messages: a backward range scan of the messages primary key that
+# stops after %(limit)s rows, whatever the conversation's length; the token
+# budget then keeps the newest prefix whose running sum fits.
+CONTEXT_WINDOW_QUERY = sql.SQL(
+    "SELECT {cols} FROM (SELECT *, sum(token_count) OVER (ORDER BY seq DESC"
+    " ROWS UNBOUNDED PRECEDING) AS running FROM (SELECT * FROM messages"
+    " WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s"
+    " AND seq <= %(last)s ORDER BY seq DESC LIMIT %(limit)s) AS recent) AS window_"
+    " WHERE %(budget)s::bigint IS NULL OR running <= %(budget)s::bigint ORDER BY seq"
+).format(cols=MESSAGE_COLUMNS)
+
+
+async def _select_messages(
+    conn: Conn, tenant_id: str, conversation_id: str, ids: list[uuid.UUID]
+) -> list[Message]:
+    query = sql.SQL(
+        "SELECT {cols} FROM messages WHERE tenant_id = %s AND conversation_id = %s"
+        " AND id = ANY(%s) ORDER BY seq"
+    ).format(cols=MESSAGE_COLUMNS)
+    async with conn.cursor(row_factory=class_row(Message)) as cur:
+        await cur.execute(query, (tenant_id, conversation_id, ids))
+        return await cur.fetchall()
+
+
+async def _advance(
+    conn: Conn, tenant_id: str, conversation_id: str, messages: list[NewMessage]
+) -> Conversation | None:
+    """Lock the conversation row and move its counters past ``messages``."""
+    output = sum(m.token_count for m in messages if m.role in OUTPUT_ROLES)
+    total = sum(m.token_count for m in messages)
+    query = sql.SQL(
+        "UPDATE conversations SET message_count = message_count + %(n)s,"
+        " total_input_tokens = total_input_tokens + %(input)s,"
+        " total_output_tokens = total_output_tokens + %(output)s,"
+        " last_message_time = now(), last_activity_time = now(), update_time = now(),"
+        " status = CASE WHEN status = 'idle' THEN 'active' ELSE status END"
+        " WHERE tenant_id = %(tenant)s AND id = %(id)s AND status <> 'closed'"
+        " RETURNING {cols}"
+    ).format(cols=CONVERSATION_COLUMNS)
+    params = {
+        "n": len(messages),
+        "input": total - output,
+        "output": output,
+        "tenant": tenant_id,
+        "id": conversation_id,
+    }
+    async with conn.cursor(row_factory=class_row(Conversation)) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchone()
+
+
+async def append_messages(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    messages: list[NewMessage],
+    request_id: str = "",
+    request_hash: bytes = b"",
+    create_if_missing: NewConversation | None = None,
+) -> tuple[list[Message], Conversation]:
+    """Append ``messages`` with gapless seqs, all or nothing.
+
+    The UPDATE of the conversation row serialises concurrent appenders to one
+    conversation (and only to it), so seqs are assigned without gaps.
+    """
+    async with transaction(pool) as conn:
+        if request_id:
+
+            async def replay(_: str, ids: list[uuid.UUID]) -> tuple[list[Message], Conversation]:
+                conversation = await select_conversation(conn, tenant_id, conversation_id)
+                if conversation is None:
+                    raise not_found(conversation_id)
+                return await _select_messages(conn, tenant_id, conversation_id, ids), conversation
+
+            replayed = await idempotency.claim_or_replay(
+                conn,
+                tenant_id=tenant_id,
+                request_id=request_id,
+                method="AppendMessages",
+                request_hash=request_hash,
+                resource_id=conversation_id,
+                replay=replay,
+            )
+            if replayed is not None:
+                return replayed
+        conversation = await _advance(conn, tenant_id, conversation_id, messages)
+        if conversation is None and create_if_missing is not None:
+            await insert_conversation(conn, tenant_id, create_if_missing, if_missing=True)
+            conversation = await _advance(conn, tenant_id, conversation_id, messages)
+        if conversation is None:
+            if await select_conversation(conn, tenant_id, conversation_id) is None:
+                raise not_found(conversation_id)
+            raise FailedPrecondition(
+                f"conversation {conversation_id!r} is CLOSED; reopen it to append"
+            )
+        first_seq = conversation.message_count - len(messages) + 1
+        ids = [uuid7() for _ in messages]
+        query = sql.SQL(
+            "INSERT INTO messages (tenant_id, conversation_id, seq, id, role, content, name,"
+            " tool_calls, tool_call_id, token_count, model, metadata)"
+            " SELECT %(tenant)s, %(conversation)s, * FROM unnest(%(seq)s::bigint[],"
+            " %(id)s::uuid[], %(role)s::text[], %(content)s::text[], %(name)s::text[],"
+            " %(tool_calls)s::jsonb[], %(tool_call_id)s::text[], %(token_count)s::int[],"
+            " %(model)s::text[], %(metadata)s::jsonb[])"
+            " RETURNING {cols}"
+        ).format(cols=MESSAGE_COLUMNS)
+        params = {
+            "tenant": tenant_id,
+            "conversation": conversation_id,
+            "seq": list(range(first_seq, first_seq + len(messages))),
+            "id": ids,
+            "role": [m.role for m in messages],
+            "content": [m.content for m in messages],
+            "name": [m.name for m in messages],
+            "tool_calls": [Jsonb(m.tool_calls) for m in messages],
+            "tool_call_id": [m.tool_call_id for m in messages],
+            "token_count": [m.token_count for m in messages],
+            "model": [m.model for m in messages],
+            "metadata": [Jsonb(m.metadata) for m in messages],
+        }
+        async with conn.cursor(row_factory=class_row(Message)) as cur:
+            await cur.execute(query, params)
+            inserted = sorted(await cur.fetchall(), key=lambda m: m.seq)
+        if request_id:
+            await idempotency.record_items(
+                conn, tenant_id=tenant_id, request_id=request_id, item_ids=ids
+            )
+        return inserted, conversation
+
+
+async def list_messages(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    limit: int,
+    newest_first: bool,
+    from_seq: int | None,
+) -> list[Message]:
+    """Up to ``limit`` messages from ``from_seq`` (inclusive) in the given order."""
+    if newest_first:
+        bound, order = sql.SQL("AND seq <= %(from)s"), sql.SQL("DESC")
+    else:
+        bound, order = sql.SQL("AND seq >= %(from)s"), sql.SQL("ASC")
+    query = sql.SQL(
+        "SELECT {cols} FROM messages WHERE tenant_id = %(tenant)s"
+        " AND conversation_id = %(conversation)s {bound} ORDER BY seq {order} LIMIT %(limit)s"
+    ).format(
+        cols=MESSAGE_COLUMNS, bound=bound if from_seq is not None else sql.SQL(""), order=order
+    )
+    params = {
+        "tenant": tenant_id,
+        "conversation": conversation_id,
+        "from": from_seq,
+        "limit": limit,
+    }
+    async with transaction(pool) as conn:
+        async with conn.cursor(row_factory=class_row(Message)) as cur:
+            await cur.execute(query, params)
+            rows = await cur.fetchall()
+        if not rows and await select_conversation(conn, tenant_id, conversation_id) is None:
+            raise not_found(conversation_id)
+        return rows
+
+
+async def get_context_window(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    max_messages: int,
+    max_tokens: int | None,
+    include_system_messages: bool,
+) -> ContextWindow:
+    """The newest messages within both limits, oldest first.
+
+    Reads the conversation's message_count first and bounds the window by it,
+    so the window and its omitted count agree even while appends go on.
+    """
+    async with transaction(pool) as conn:
+        conversation = await select_conversation(conn, tenant_id, conversation_id)
+        if conversation is None:
+            raise not_found(conversation_id)
+        last = conversation.message_count
+        pinned: list[Message] = []
+        if include_system_messages:
+            query = sql.SQL(
+                "SELECT {cols} FROM messages WHERE tenant_id = %s AND conversation_id = %s"
+                " AND role = 'system' AND seq <= %s ORDER BY seq LIMIT %s"
+            ).format(cols=MESSAGE_COLUMNS)
+            async with conn.cursor(row_factory=class_row(Message)) as cur:
+                await cur.execute(
+                    query, (tenant_id, conversation_id, last, MAX_PINNED_SYSTEM_MESSAGES)
+                )
+                pinned = await cur.fetchall()
+        budget = None
+        if max_tokens is not None:
+            budget = max(max_tokens - sum(m.token_count for m in pinned), 0)
+        params = {
+            "tenant": tenant_id,
+            "conversation": conversation_id,
+            "last": last,
+            "limit": max_messages,
+            "budget": budget,
+        }
+        async with conn.cursor(row_factory=class_row(Message)) as cur:
+            await cur.execute(CONTEXT_WINDOW_QUERY, params)
+            recent = await cur.fetchall()
+    oldest = recent[0].seq if recent else last + 1
+    messages = [m for m in pinned if m.seq < oldest] + recent
+    return ContextWindow(
+        messages=messages,
+        summary=conversation.summary,
+        total_tokens=sum(m.token_count for m in messages),
+        omitted_message_count=last - len(messages),
+    )
+
+
+async def set_message_feedback(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    conversation_id: str,
+    message_id: uuid.UUID,
+    rating: str,
+    comment: str,
+) -> Message:
+    """Record feedback on a message of the conversation; NOT_FOUND otherwise."""
+    query = sql.SQL(
+        "UPDATE messages SET feedback_rating = %s, feedback_comment = %s, feedback_time = now()"
+        " WHERE tenant_id = %s AND id = %s AND conversation_id = %s RETURNING {cols}"
+    ).format(cols=MESSAGE_COLUMNS)
+    async with transaction(pool) as conn, conn.cursor(row_factory=class_row(Message)) as cur:
+        await cur.execute(query, (rating, comment, tenant_id, message_id, conversation_id))
+        updated = await cur.fetchone()
+    if updated is None:
+        raise NotFound(
+            f"message {str(message_id)!r} does not exist in conversation {conversation_id!r}"
+        )
+    return updated

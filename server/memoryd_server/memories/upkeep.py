@@ -1,0 +1,63 @@
+"""Background upkeep of memories: expiry, and the access counts searches produce."""
+
+from __future__ import annotations
+
+import uuid
+
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server.database import transaction
+from memoryd_server.memories import history
+from memoryd_server.memories.store import SELECT_COLUMNS, fetch
+
+# Memories expired per transaction: short locks, no long stall of other writers.
+EXPIRY_BATCH = 500
+
+
+async def expire_memories(
+    pool: AsyncConnectionPool, *, purge: bool, batch: int = EXPIRY_BATCH
+) -> int:
+    """Archive (or purge) up to ``batch`` unpinned live memories past expire_time."""
+    query = sql.SQL(
+        "SELECT tenant_id, id FROM memories WHERE expire_time <= now() AND NOT pinned"
+        " AND status IN ('active', 'disputed') ORDER BY expire_time LIMIT %s"
+        " FOR UPDATE SKIP LOCKED"
+    )
+    async with transaction(pool) as conn:
+        cur = await conn.execute(query, (batch,))
+        due = await cur.fetchall()
+        for tenant_id, memory_id in due:
+            if purge:
+                cur = await conn.execute(
+                    "DELETE FROM memories WHERE tenant_id = %s AND id = %s RETURNING version",
+                    (tenant_id, memory_id),
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                await history.purge(conn, tenant_id, memory_id, int(row[0]), "system:expiry")
+                continue
+            archived = await fetch(
+                conn,
+                sql.SQL(
+                    "UPDATE memories SET status = 'archived', version = version + 1,"
+                    " update_time = now() WHERE tenant_id = %s AND id = %s RETURNING {}"
+                ).format(SELECT_COLUMNS),
+                (tenant_id, memory_id),
+            )
+            await history.record(
+                conn, tenant_id, archived[0], "archived", actor="system:expiry", reason="expired"
+            )  # fmt: skip
+        return len(due)
+
+
+async def record_access(
+    pool: AsyncConnectionPool, *, tenant_id: str, memory_ids: list[uuid.UUID]
+) -> None:
+    """Count one access of each memory (not a change: no version, no history)."""
+    async with transaction(pool) as conn:
+        await conn.execute(
+            "UPDATE memories SET access_count = access_count + 1, last_access_time = now()"
+            " WHERE tenant_id = %s AND id = ANY(%s)",
+            (tenant_id, sorted(memory_ids)),
+        )
