@@ -96,7 +96,8 @@ def clustered(
 
     ``spread`` is the noise's expected norm relative to a centre's (1.0: a point's
     cosine to its centre is about 0.7); queries use ``query_spread`` (default
-    ``spread``). The same arguments always give the same data.
+    ``spread``). The same arguments give the same data (for a given numpy:
+    NEP 19 allows its random streams to change between releases).
     """
     rng = np.random.default_rng(seed)
     centres = normalise(rng.standard_normal((clusters, dim)))

@@ -83,8 +83,8 @@ CREATE TABLE memory_events (
     event_type text        NOT NULL CHECK (event_type IN
                    ('created', 'updated', 'superseded', 'archived', 'purged')),
     actor      text        NOT NULL,
-    -- The transaction time, as the memory's update_time: GetMemoryAt(update_time) is that version.
-    event_time timestamptz NOT NULL DEFAULT now(),
+    -- The version's update_time, so GetMemoryAt(update_time) is that version.
+    event_time timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, memory_id, version)
 );
 

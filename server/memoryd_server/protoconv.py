@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from memoryd_server.errors import InvalidArgument
 
@@ -53,3 +53,19 @@ def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     result = timestamp_pb2.Timestamp()
     result.FromDatetime(value)
     return result
+
+
+def to_datetime(field: str, value: timestamp_pb2.Timestamp) -> dt.datetime:
+    """An aware UTC datetime, INVALID_ARGUMENT when outside years 1 to 9999."""
+    try:
+        return value.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid timestamp (years 1 to 9999)") from None
+
+
+def to_timedelta(field: str, value: duration_pb2.Duration) -> dt.timedelta:
+    """A timedelta, INVALID_ARGUMENT when out of range."""
+    try:
+        return value.ToTimedelta()
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid duration") from None

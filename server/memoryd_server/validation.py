@@ -21,6 +21,15 @@ def check_text(field: str, value: str, max_bytes: int) -> str:
     return value
 
 
+def check_chars(field: str, value: str, max_chars: int) -> str:
+    """``value`` if it has at most ``max_chars`` characters and no NUL."""
+    if len(value) > max_chars:
+        raise InvalidArgument(field, f"is {len(value)} characters; the limit is {max_chars}")
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL characters")
+    return value
+
+
 def check_enum(field: str, value: T, enum: EnumDescriptor) -> T:
     """``value`` if it is a known value of ``enum`` (proto3 keeps unknown numbers)."""
     if value not in enum.values_by_number:

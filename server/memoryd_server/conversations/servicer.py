@@ -19,7 +19,7 @@ from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid, uuid7
 from memoryd_server.pagination import PageTokens, page_size
 from memoryd_server.protoconv import dict_to_struct, struct_to_dict, timestamp
-from memoryd_server.validation import check_enum, check_text
+from memoryd_server.validation import check_chars, check_enum, check_text
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -67,10 +67,10 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         limit = self._settings.max_content_bytes
         return models.NewConversation(
             id=conversation_id,
-            user_id=check_text(f"{field}.user_id", conv.user_id, 256),
-            agent_id=check_text(f"{field}.agent_id", conv.agent_id, 256),
-            app_name=check_text(f"{field}.app_name", conv.app_name, 256),
-            title=check_text(f"{field}.title", conv.title, 1024),
+            user_id=check_chars(f"{field}.user_id", conv.user_id, 256),
+            agent_id=check_chars(f"{field}.agent_id", conv.agent_id, 256),
+            app_name=check_chars(f"{field}.app_name", conv.app_name, 256),
+            title=check_chars(f"{field}.title", conv.title, 1024),
             metadata=struct_to_dict(f"{field}.metadata", conv.metadata, limit),
             state=struct_to_dict(f"{field}.state", conv.state, limit),
         )
@@ -92,19 +92,19 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
                 raise InvalidArgument(f"{path}.name", "is required")
             tool_calls.append(
                 {
-                    "id": check_text(f"{path}.id", call.id, 256),
-                    "name": check_text(f"{path}.name", call.name, 256),
+                    "id": check_chars(f"{path}.id", call.id, 256),
+                    "name": check_chars(f"{path}.name", call.name, 256),
                     "arguments": struct_to_dict(f"{path}.arguments", call.arguments, limit),
                 }
             )
         return models.NewMessage(
             role=role,
             content=content,
-            name=check_text(f"{field}.name", msg.name, 256),
+            name=check_chars(f"{field}.name", msg.name, 256),
             tool_calls=tool_calls,
-            tool_call_id=check_text(f"{field}.tool_call_id", msg.tool_call_id, 256),
+            tool_call_id=check_chars(f"{field}.tool_call_id", msg.tool_call_id, 256),
             token_count=msg.token_count,
-            model=check_text(f"{field}.model", msg.model, 256),
+            model=check_chars(f"{field}.model", msg.model, 256),
             metadata=struct_to_dict(f"{field}.metadata", msg.metadata, limit),
         )
 
@@ -123,7 +123,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             self._pool,
             tenant_id=tenancy.tenant_of(context),
             new=new,
-            request_id=check_text("request_id", request.request_id, 128),
+            request_id=check_chars("request_id", request.request_id, 128),
             request_hash=_request_hash(request),
         )
         return pb.CreateConversationResponse(conversation=conversation_to_pb(created))
@@ -143,9 +143,9 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     ) -> pb.ListConversationsResponse:
         status = check_enum("status", request.status, pb.ConversationStatus.DESCRIPTOR)
         filter_ = models.ConversationFilter(
-            user_id=check_text("user_id", request.user_id, 256),
-            agent_id=check_text("agent_id", request.agent_id, 256),
-            app_name=check_text("app_name", request.app_name, 256),
+            user_id=check_chars("user_id", request.user_id, 256),
+            agent_id=check_chars("agent_id", request.agent_id, 256),
+            app_name=check_chars("app_name", request.app_name, 256),
             status=_STATUS_TO_DB.get(status),
         )
         tenant = tenancy.tenant_of(context)
@@ -190,7 +190,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
                     + ", ".join(sorted(models.UPDATABLE_FIELDS)),
                 )
             if path == "title":
-                changes["title"] = check_text("conversation.title", conv.title, 1024)
+                changes["title"] = check_chars("conversation.title", conv.title, 1024)
             elif path == "summary":
                 changes["summary"] = check_text("conversation.summary", conv.summary, limit)
             elif path == "status":
@@ -239,7 +239,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             tenant_id=tenancy.tenant_of(context),
             conversation_id=conversation_id,
             messages=messages,
-            request_id=check_text("request_id", request.request_id, 128),
+            request_id=check_chars("request_id", request.request_id, 128),
             request_hash=_request_hash(request),
             create_if_missing=create,
         )
@@ -330,7 +330,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             conversation_id=conversation_id,
             message_id=message_id,
             rating=rating,
-            comment=check_text("comment", request.comment, 4096),
+            comment=check_chars("comment", request.comment, 4096),
         )
         return pb.SetMessageFeedbackResponse(message=message_to_pb(updated))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import structlog
 from psycopg_pool import AsyncConnectionPool
@@ -24,18 +24,18 @@ class AccessRecorder:
     def __init__(self, pool: AsyncConnectionPool, interval_seconds: float = 1.0) -> None:
         self._pool = pool
         self._interval = interval_seconds
-        self._pending: dict[str, set[uuid.UUID]] = defaultdict(set)
+        self._pending: dict[str, Counter[uuid.UUID]] = defaultdict(Counter)
 
     def note(self, tenant_id: str, memory_ids: list[uuid.UUID]) -> None:
-        """Count one access of each memory (a memory hit twice before a flush counts once)."""
+        """Count one access of each memory."""
         if memory_ids:
             self._pending[tenant_id].update(memory_ids)
 
     async def flush(self) -> None:
         """Write what has been noted so far."""
-        pending, self._pending = self._pending, defaultdict(set)
-        for tenant_id, ids in pending.items():
-            await upkeep.record_access(self._pool, tenant_id=tenant_id, memory_ids=list(ids))
+        pending, self._pending = self._pending, defaultdict(Counter)
+        for tenant_id, hits in pending.items():
+            await upkeep.record_access(self._pool, tenant_id=tenant_id, hits=dict(hits))
 
     async def run(self) -> None:
         """Flush every interval; a failed flush is logged and its hits dropped."""

@@ -12,8 +12,8 @@ from memoryd.v1 import memory_pb2 as pb
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid
 from memoryd_server.memories.models import Embedding, Memory, MemoryFilter, NewMemory
-from memoryd_server.protoconv import dict_to_struct, struct_to_dict, timestamp
-from memoryd_server.validation import check_enum, check_text
+from memoryd_server.protoconv import dict_to_struct, struct_to_dict, timestamp, to_datetime
+from memoryd_server.validation import check_chars, check_enum, check_text
 
 MAX_NAMESPACE_DEPTH = 16
 MAX_SEGMENT_CHARS = 128
@@ -102,7 +102,7 @@ def tags(field: str, values: Sequence[str]) -> list[str]:
     for i, tag in enumerate(values):
         if not tag:
             raise InvalidArgument(f"{field}[{i}]", "is empty")
-        check_text(f"{field}[{i}]", tag, MAX_TAG_CHARS)
+        check_chars(f"{field}[{i}]", tag, MAX_TAG_CHARS)
     return list(dict.fromkeys(values))
 
 
@@ -146,11 +146,16 @@ def new_memory(
     namespace_default: bool = False,
 ) -> NewMemory:
     """A NewMemory from a request's Memory, every field checked."""
-    expire_time = m.expire_time.ToDatetime(tzinfo=dt.UTC) if m.HasField("expire_time") else None
+    expire_time = (
+        to_datetime(f"{field}.expire_time", m.expire_time) if m.HasField("expire_time") else None
+    )
     if ttl is not None:
         if expire_time is not None:
             raise InvalidArgument("ttl", "give ttl or memory.expire_time, not both")
-        expire_time = dt.datetime.now(dt.UTC) + ttl
+        try:
+            expire_time = dt.datetime.now(dt.UTC) + ttl
+        except OverflowError:
+            raise InvalidArgument("ttl", "ends after the year 9999") from None
     status = enum_value(f"{field}.status", m.status, STATUSES,
                         pb.MemoryStatus.DESCRIPTOR, "active")  # fmt: skip
     if status not in {"active", "disputed"}:
@@ -159,12 +164,12 @@ def new_memory(
     return NewMemory(
         namespace=namespace(f"{field}.namespace", m.namespace, allow_empty=namespace_default),
         content=content(f"{field}.content", m.content, max_bytes),
-        key=check_text(f"{field}.key", m.key, 256) or None,
+        key=check_chars(f"{field}.key", m.key, 256) or None,
         memory_type=enum_value(f"{field}.memory_type", m.memory_type, TYPES,
                                pb.MemoryType.DESCRIPTOR, "semantic"),
-        subject=check_text(f"{field}.subject", m.subject, 1024),
+        subject=check_chars(f"{field}.subject", m.subject, 1024),
         embedding=embedding(f"{field}.embedding", m.embedding, dim),
-        embedding_model=check_text(f"{field}.embedding_model", m.embedding_model, 256),
+        embedding_model=check_chars(f"{field}.embedding_model", m.embedding_model, 256),
         importance=importance(f"{field}.importance", m.importance, default=5),
         confidence=(confidence(f"{field}.confidence", m.confidence)
                     if m.HasField("confidence") else 1.0),
@@ -178,10 +183,10 @@ def new_memory(
             if source.conversation_id else ""),
         source_message_ids=[str(u) for u in links(f"{field}.source.message_ids",
                                                   source.message_ids)],
-        extraction_model=check_text(f"{field}.source.extraction_model",
+        extraction_model=check_chars(f"{field}.source.extraction_model",
                                     source.extraction_model, 256),
-        user_id=check_text(f"{field}.user_id", m.user_id, 256),
-        agent_id=check_text(f"{field}.agent_id", m.agent_id, 256),
+        user_id=check_chars(f"{field}.user_id", m.user_id, 256),
+        agent_id=check_chars(f"{field}.agent_id", m.agent_id, 256),
         tags=tags(f"{field}.tags", m.tags),
         metadata=struct_to_dict(f"{field}.metadata", m.metadata, max_bytes),
         related_to=links(f"{field}.related_to", m.related_to),
@@ -198,9 +203,15 @@ def memory_filter(field: str, f: pb.MemoryFilter, *, max_bytes: int) -> MemoryFi
                 for i, v in enumerate(values)]  # fmt: skip
 
     start = (
-        f.create_time_start.ToDatetime(tzinfo=dt.UTC) if f.HasField("create_time_start") else None
+        to_datetime(f"{field}.create_time_start", f.create_time_start)
+        if f.HasField("create_time_start")
+        else None
     )
-    end = f.create_time_end.ToDatetime(tzinfo=dt.UTC) if f.HasField("create_time_end") else None
+    end = (
+        to_datetime(f"{field}.create_time_end", f.create_time_end)
+        if f.HasField("create_time_end")
+        else None
+    )
     if start is not None and end is not None and end <= start:
         raise InvalidArgument(f"{field}.create_time_end", "must be after create_time_start")
     return MemoryFilter(
@@ -212,8 +223,8 @@ def memory_filter(field: str, f: pb.MemoryFilter, *, max_bytes: int) -> MemoryFi
         statuses=names("statuses", f.statuses, STATUSES, pb.MemoryStatus.DESCRIPTOR)
         or ["active"],
         tiers=names("tiers", f.tiers, TIERS, pb.MemoryTier.DESCRIPTOR),
-        user_id=check_text(f"{field}.user_id", f.user_id, 256),
-        agent_id=check_text(f"{field}.agent_id", f.agent_id, 256),
+        user_id=check_chars(f"{field}.user_id", f.user_id, 256),
+        agent_id=check_chars(f"{field}.agent_id", f.agent_id, 256),
         metadata=struct_to_dict(f"{field}.metadata", f.metadata, max_bytes),
         create_time_start=start,
         create_time_end=end,

@@ -57,5 +57,6 @@ def filter_condition(tenant_id: str, f: MemoryFilter, params: dict[str, Any]) ->
     if f.create_time_end is not None:
         add("create_time < %(create_end)s", create_end=f.create_time_end)
     if not f.include_expired:
-        add("(expire_time IS NULL OR expire_time > now())")
+        # Pinned memories never expire, whatever their expire_time says.
+        add("(pinned OR expire_time IS NULL OR expire_time > now())")
     return sql.SQL(" AND ").join(parts)

@@ -43,10 +43,12 @@ async def record_many(
     ids = [m.id for m in memories]
     versions = [m.version for m in memories]
     await conn.execute(
-        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor)"
-        " SELECT %s, * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[])",
-        (tenant_id, ids, versions, [event_type] * len(ids), [actor] * len(ids)),
-    )
+        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor, event_time)"
+        " SELECT %s, * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[],"
+        " %s::timestamptz[])",
+        (tenant_id, ids, versions, [event_type] * len(ids), [actor] * len(ids),
+         [m.update_time for m in memories]),
+    )  # fmt: skip
     await conn.execute(
         "INSERT INTO memory_snapshots (tenant_id, memory_id, version, state, reason)"
         " SELECT %s, * FROM unnest(%s::uuid[], %s::bigint[], %s::jsonb[], %s::text[])",
@@ -64,9 +66,11 @@ async def purge(
         (tenant_id, memory_id),
     )
     await conn.execute(
-        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor)"
-        " VALUES (%s, %s, %s, 'purged', %s)",
-        (tenant_id, memory_id, last_version + 1, actor),
+        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor, event_time)"
+        " SELECT %s, %s, %s, 'purged', %s, greatest(clock_timestamp(),"
+        " max(event_time) + interval '1 microsecond') FROM memory_events"
+        " WHERE tenant_id = %s AND memory_id = %s",
+        (tenant_id, memory_id, last_version + 1, actor, tenant_id, memory_id),
     )
 
 

@@ -21,8 +21,8 @@ from memoryd_server.memories import convert, history, search, store
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.models import UPDATABLE_FIELDS
 from memoryd_server.pagination import PageTokens, page_size
-from memoryd_server.protoconv import struct_to_dict, timestamp
-from memoryd_server.validation import check_text
+from memoryd_server.protoconv import struct_to_dict, timestamp, to_datetime, to_timedelta
+from memoryd_server.validation import check_chars
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -51,7 +51,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                            context: Context) -> pb.CreateMemoryResponse:  # fmt: skip
         ttl = None
         if request.HasField("ttl"):
-            ttl = request.ttl.ToTimedelta()
+            ttl = to_timedelta("ttl", request.ttl)
             if ttl <= dt.timedelta(0):
                 raise InvalidArgument("ttl", "must be positive")
         new = convert.new_memory("memory", request.memory, dim=self._dim,
@@ -61,7 +61,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         memory, updated = await store.create_memory(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
             new=new, upsert=request.upsert,
-            request_id=check_text("request_id", request.request_id, 128),
+            request_id=check_chars("request_id", request.request_id, 128),
             request_hash=_request_hash(request),
         )  # fmt: skip
         return pb.CreateMemoryResponse(memory=convert.memory_to_pb(memory), updated=updated)
@@ -78,7 +78,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         ]
         ids = await store.batch_create_memories(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
-            memories=news, request_id=check_text("request_id", request.request_id, 128),
+            memories=news, request_id=check_chars("request_id", request.request_id, 128),
             request_hash=_request_hash(request),
         )  # fmt: skip
         return pb.BatchCreateMemoriesResponse(memory_ids=[str(i) for i in ids])
@@ -95,7 +95,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             memory = await store.get_memory_by_key(
                 self._pool, tenant_id=tenant,
                 namespace=convert.namespace("namespace", request.namespace),
-                key=check_text("key", request.key, 256),
+                key=check_chars("key", request.key, 256),
             )  # fmt: skip
         else:
             memory = await store.get_memory(
@@ -133,11 +133,11 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         if path == "metadata":
             return struct_to_dict(field, m.metadata, self._max_bytes)
         if path == "expire_time":
-            return m.expire_time.ToDatetime(tzinfo=dt.UTC) if m.HasField("expire_time") else None
+            return to_datetime(field, m.expire_time) if m.HasField("expire_time") else None
         if path == "pinned":
             return m.pinned
         limit = 1024 if path == "subject" else 256  # subject, embedding_model
-        return check_text(field, getattr(m, path), limit)
+        return check_chars(field, getattr(m, path), limit)
 
     async def UpdateMemory(self, request: pb.UpdateMemoryRequest,
                            context: Context) -> pb.UpdateMemoryResponse:  # fmt: skip
@@ -155,7 +155,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         memory = await store.update_memory(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
             memory_id=memory_id, changes=changes, expected_version=expected,
-            reason=check_text("reason", request.reason, 1024),
+            reason=check_chars("reason", request.reason, 1024),
         )  # fmt: skip
         return pb.UpdateMemoryResponse(memory=convert.memory_to_pb(memory))
 
@@ -168,7 +168,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         old, created = await store.supersede_memory(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
             memory_id=memory_id, new=new, expected_version=expected,
-            reason=check_text("reason", request.reason, 1024),
+            reason=check_chars("reason", request.reason, 1024),
         )  # fmt: skip
         return pb.SupersedeMemoryResponse(
             superseded=convert.memory_to_pb(old), memory=convert.memory_to_pb(created)
@@ -179,7 +179,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         archived = await store.delete_memory(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
             memory_id=self._memory_id("memory_id", request.memory_id), purge=request.purge,
-            reason=check_text("reason", request.reason, 1024),
+            reason=check_chars("reason", request.reason, 1024),
         )  # fmt: skip
         if archived is None:
             return pb.DeleteMemoryResponse()
@@ -210,7 +210,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         tenant = tenancy.tenant_of(context)
         filter_ = convert.memory_filter("filter", request.filter, max_bytes=self._max_bytes)
         query_embedding = convert.embedding("query_embedding", request.query_embedding, self._dim)
-        query_text = check_text("query_text", request.query_text.strip(), 4096)
+        query_text = check_chars("query_text", request.query_text.strip(), 4096)
         if query_embedding is None and not query_text:
             raise InvalidArgument("query_embedding", "give query_embedding, query_text or both")
         if not 0 <= request.top_k <= search.MAX_TOP_K:
@@ -287,7 +287,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         memory_id = self._memory_id("memory_id", request.memory_id)
         if not request.HasField("time"):
             raise InvalidArgument("time", "is required")
-        at = request.time.ToDatetime(tzinfo=dt.UTC)
+        at = to_datetime("time", request.time)
         event, state = await history.state_at(
             self._pool, tenant_id=tenancy.tenant_of(context), memory_id=memory_id, at=at
         )
@@ -314,7 +314,7 @@ def _weights(w: pb.RankingWeights) -> search.Weights:
             raise InvalidArgument(f"weights.{name}", "must be a finite number >= 0")
     half_life = search.DEFAULT_HALF_LIFE
     if w.HasField("recency_half_life"):
-        half_life = w.recency_half_life.ToTimedelta()
+        half_life = to_timedelta("weights.recency_half_life", w.recency_half_life)
         if half_life <= dt.timedelta(0):
             raise InvalidArgument("weights.recency_half_life", "must be positive")
     return search.Weights(half_life=half_life, **values)

@@ -32,6 +32,11 @@ from memoryd_server.memories.models import (
 Conn = AsyncConnection[Any]
 
 SELECT_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+# A change's time: when it took the row lock (not when its transaction began), and
+# always after the previous change, so versions and their times keep one order.
+NEXT_UPDATE_TIME = sql.SQL(
+    "greatest(clock_timestamp(), memories.update_time + interval '1 microsecond')"
+)
 # The columns a create writes, in COPY and INSERT order.
 _WRITE_COLUMNS = ("tenant_id", "id", "ns_path", *NEW_COLUMNS)
 # Binary COPY needs each column's type.
@@ -93,10 +98,10 @@ async def _insert(
         conflict = sql.SQL(
             " ON CONFLICT (tenant_id, ns_path, key) WHERE key IS NOT NULL"
             " AND status IN ('active', 'disputed') DO UPDATE SET {}, version = memories.version"
-            " + 1, update_time = now()"
+            " + 1, update_time = {next_time}"
         ).format(sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in _UPSERT_COLUMNS
-        ))  # fmt: skip
+        ), next_time=NEXT_UPDATE_TIME)  # fmt: skip
     query = sql.SQL("INSERT INTO memories ({}) VALUES ({}){} RETURNING {}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in _WRITE_COLUMNS),
         sql.SQL(", ").join(sql.Placeholder(c) for c in _WRITE_COLUMNS),
@@ -273,7 +278,7 @@ async def update_memory(
     }
     params.update(tenant=tenant_id, id=memory_id, expected=expected_version)
     query = sql.SQL(
-        "UPDATE memories SET {}, version = version + 1, update_time = now()"
+        "UPDATE memories SET {}, version = version + 1, update_time = {next_time}"
         " WHERE tenant_id = %(tenant)s AND id = %(id)s AND status <> 'superseded'"
         " AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint) RETURNING {}"
     ).format(
@@ -281,6 +286,7 @@ async def update_memory(
             sql.SQL("{} = {}").format(sql.Identifier(n), sql.Placeholder(n)) for n in changes
         ),
         SELECT_COLUMNS,
+        next_time=NEXT_UPDATE_TIME,
     )
     async with transaction(pool) as conn:
         rows = await fetch(conn, query, params)
@@ -306,10 +312,10 @@ async def supersede_memory(
     new_id = uuid7()
     query = sql.SQL(
         "UPDATE memories SET status = 'superseded', superseded_by = %(new)s,"
-        " version = version + 1, update_time = now()"
+        " version = version + 1, update_time = {next_time}"
         " WHERE tenant_id = %(tenant)s AND id = %(id)s AND status <> 'superseded'"
         " AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint) RETURNING {}"
-    ).format(SELECT_COLUMNS)
+    ).format(SELECT_COLUMNS, next_time=NEXT_UPDATE_TIME)
     params = {"new": new_id, "tenant": tenant_id, "id": memory_id, "expected": expected_version}
     async with transaction(pool) as conn:
         # The old one first: it frees its key for a replacement that keeps it.
@@ -347,9 +353,10 @@ async def delete_memory(
             await history.purge(conn, tenant_id, memory_id, int(row[0]), actor)
             return None
         query = sql.SQL(
-            "UPDATE memories SET status = 'archived', version = version + 1, update_time = now()"
-            " WHERE tenant_id = %s AND id = %s AND status <> 'archived' RETURNING {}"
-        ).format(SELECT_COLUMNS)
+            "UPDATE memories SET status = 'archived', version = version + 1,"
+            " update_time = {next_time} WHERE tenant_id = %s AND id = %s AND status <> 'archived'"
+            " RETURNING {}"
+        ).format(SELECT_COLUMNS, next_time=NEXT_UPDATE_TIME)
         rows = await fetch(conn, query, (tenant_id, memory_id))
         if not rows:  # already archived: nothing changes, nothing to record
             current = await _select(conn, tenant_id, memory_id)

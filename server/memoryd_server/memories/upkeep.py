@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from memoryd_server.database import transaction
 from memoryd_server.memories import history
-from memoryd_server.memories.store import SELECT_COLUMNS, fetch
+from memoryd_server.memories.store import NEXT_UPDATE_TIME, SELECT_COLUMNS, fetch
 
 # Memories expired per transaction: short locks, no long stall of other writers.
 EXPIRY_BATCH = 500
@@ -41,8 +41,8 @@ async def expire_memories(
                 conn,
                 sql.SQL(
                     "UPDATE memories SET status = 'archived', version = version + 1,"
-                    " update_time = now() WHERE tenant_id = %s AND id = %s RETURNING {}"
-                ).format(SELECT_COLUMNS),
+                    " update_time = {next_time} WHERE tenant_id = %s AND id = %s RETURNING {}"
+                ).format(SELECT_COLUMNS, next_time=NEXT_UPDATE_TIME),
                 (tenant_id, memory_id),
             )
             await history.record(
@@ -52,12 +52,14 @@ async def expire_memories(
 
 
 async def record_access(
-    pool: AsyncConnectionPool, *, tenant_id: str, memory_ids: list[uuid.UUID]
+    pool: AsyncConnectionPool, *, tenant_id: str, hits: dict[uuid.UUID, int]
 ) -> None:
-    """Count one access of each memory (not a change: no version, no history)."""
+    """Add each memory's hits to its access count (not a change: no version, no history)."""
+    ids = sorted(hits)  # one lock order for every flush
     async with transaction(pool) as conn:
         await conn.execute(
-            "UPDATE memories SET access_count = access_count + 1, last_access_time = now()"
-            " WHERE tenant_id = %s AND id = ANY(%s)",
-            (tenant_id, sorted(memory_ids)),
+            "UPDATE memories m SET access_count = m.access_count + h.n, last_access_time = now()"
+            " FROM unnest(%s::uuid[], %s::bigint[]) AS h(id, n)"
+            " WHERE m.tenant_id = %s AND m.id = h.id",
+            (ids, [hits[i] for i in ids], tenant_id),
         )

@@ -1183,7 +1183,7 @@ class MemoryEvent(_message.Message):
     event_type: Global___MemoryEventType.ValueType
     """What happened."""
     actor: _builtins.str
-    """Who did it (the caller's key id, or "system" for expiry)."""
+    """Who did it (the caller's key id, or "system:expiry" for expiry)."""
     reason: _builtins.str
     """Why, as the caller said."""
     @_builtins.property

@@ -146,8 +146,9 @@ class MemoryServiceServicer:
 
         Returns NOT_FOUND if the memory does not exist, ABORTED if
         `expected_version` is set and no longer current, FAILED_PRECONDITION for a
-        SUPERSEDED memory, INVALID_ARGUMENT for an empty mask or a path that is
-        unknown or immutable.
+        SUPERSEDED memory, ALREADY_EXISTS when making a memory ACTIVE or DISPUTED
+        again while another live memory holds its key, INVALID_ARGUMENT for an
+        empty mask, a path that is unknown or immutable, or a bad value.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,7 +159,9 @@ class MemoryServiceServicer:
         SUPERSEDED with `superseded_by` set to the new one's id.
 
         Returns NOT_FOUND if the old memory does not exist, FAILED_PRECONDITION if
-        it is already SUPERSEDED, ABORTED on a stale `expected_version`.
+        it is already SUPERSEDED, ABORTED on a stale `expected_version`,
+        ALREADY_EXISTS if the replacement's key is held by another live memory,
+        INVALID_ARGUMENT for a malformed replacement.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -67,15 +67,18 @@ class MemoryServiceStub:
 
     Returns NOT_FOUND if the memory does not exist, ABORTED if
     `expected_version` is set and no longer current, FAILED_PRECONDITION for a
-    SUPERSEDED memory, INVALID_ARGUMENT for an empty mask or a path that is
-    unknown or immutable.
+    SUPERSEDED memory, ALREADY_EXISTS when making a memory ACTIVE or DISPUTED
+    again while another live memory holds its key, INVALID_ARGUMENT for an
+    empty mask, a path that is unknown or immutable, or a bad value.
     """
     SupersedeMemory: _grpc.UnaryUnaryMultiCallable[_memory_pb2.SupersedeMemoryRequest, _memory_pb2.SupersedeMemoryResponse]
     """Creates a new memory that replaces an old one: the old one becomes
     SUPERSEDED with `superseded_by` set to the new one's id.
 
     Returns NOT_FOUND if the old memory does not exist, FAILED_PRECONDITION if
-    it is already SUPERSEDED, ABORTED on a stale `expected_version`.
+    it is already SUPERSEDED, ABORTED on a stale `expected_version`,
+    ALREADY_EXISTS if the replacement's key is held by another live memory,
+    INVALID_ARGUMENT for a malformed replacement.
     """
     DeleteMemory: _grpc.UnaryUnaryMultiCallable[_memory_pb2.DeleteMemoryRequest, _memory_pb2.DeleteMemoryResponse]
     """Archives a memory (status ARCHIVED, kept with its history), or with
@@ -157,15 +160,18 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
 
     Returns NOT_FOUND if the memory does not exist, ABORTED if
     `expected_version` is set and no longer current, FAILED_PRECONDITION for a
-    SUPERSEDED memory, INVALID_ARGUMENT for an empty mask or a path that is
-    unknown or immutable.
+    SUPERSEDED memory, ALREADY_EXISTS when making a memory ACTIVE or DISPUTED
+    again while another live memory holds its key, INVALID_ARGUMENT for an
+    empty mask, a path that is unknown or immutable, or a bad value.
     """
     SupersedeMemory: _aio.UnaryUnaryMultiCallable[_memory_pb2.SupersedeMemoryRequest, _memory_pb2.SupersedeMemoryResponse]  # type: ignore[assignment]
     """Creates a new memory that replaces an old one: the old one becomes
     SUPERSEDED with `superseded_by` set to the new one's id.
 
     Returns NOT_FOUND if the old memory does not exist, FAILED_PRECONDITION if
-    it is already SUPERSEDED, ABORTED on a stale `expected_version`.
+    it is already SUPERSEDED, ABORTED on a stale `expected_version`,
+    ALREADY_EXISTS if the replacement's key is held by another live memory,
+    INVALID_ARGUMENT for a malformed replacement.
     """
     DeleteMemory: _aio.UnaryUnaryMultiCallable[_memory_pb2.DeleteMemoryRequest, _memory_pb2.DeleteMemoryResponse]  # type: ignore[assignment]
     """Archives a memory (status ARCHIVED, kept with its history), or with
@@ -268,8 +274,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Returns NOT_FOUND if the memory does not exist, ABORTED if
         `expected_version` is set and no longer current, FAILED_PRECONDITION for a
-        SUPERSEDED memory, INVALID_ARGUMENT for an empty mask or a path that is
-        unknown or immutable.
+        SUPERSEDED memory, ALREADY_EXISTS when making a memory ACTIVE or DISPUTED
+        again while another live memory holds its key, INVALID_ARGUMENT for an
+        empty mask, a path that is unknown or immutable, or a bad value.
         """
 
     @_abc_1.abstractmethod
@@ -282,7 +289,9 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         SUPERSEDED with `superseded_by` set to the new one's id.
 
         Returns NOT_FOUND if the old memory does not exist, FAILED_PRECONDITION if
-        it is already SUPERSEDED, ABORTED on a stale `expected_version`.
+        it is already SUPERSEDED, ABORTED on a stale `expected_version`,
+        ALREADY_EXISTS if the replacement's key is held by another live memory,
+        INVALID_ARGUMENT for a malformed replacement.
         """
 
     @_abc_1.abstractmethod
