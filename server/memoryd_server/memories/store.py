@@ -31,6 +31,9 @@ from memoryd_server.memories.models import (
 
 Conn = AsyncConnection[Any]
 
+# Statement timeout of a BatchCreateMemories transaction.
+BATCH_STATEMENT_TIMEOUT = "15min"
+
 SELECT_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
 # A change's time: when it took the row lock (not when its transaction began), and
 # always after the previous change, so versions and their times keep one order.
@@ -181,6 +184,11 @@ async def batch_create_memories(
             )  # fmt: skip
             if replayed is not None:
                 return replayed
+        # Each row goes through the HNSW index (a few hundred rows/s per core):
+        # a full batch may outlast MEMORYD_STATEMENT_TIMEOUT_MS.
+        await conn.execute(
+            "SELECT set_config('statement_timeout', %s, true)", (BATCH_STATEMENT_TIMEOUT,)
+        )
         copy_sql = sql.SQL("COPY memories ({}) FROM STDIN (FORMAT BINARY)").format(
             sql.SQL(", ").join(sql.Identifier(c) for c in _WRITE_COLUMNS)
         )
