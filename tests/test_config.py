@@ -10,8 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from memoryd_server import tls
 from memoryd_server.config import ENVIRONMENT_VARIABLES, ConfigError, Settings
 from memoryd_server.database import redact
 from memoryd_server.errors import InvalidArgument
@@ -39,6 +41,8 @@ def test_defaults() -> None:
     assert settings.migrate_on_start is True
     assert (settings.log_level, settings.log_format) == ("info", "auto")
     assert settings.otlp_endpoint is None
+    assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == (None, None, None)
+    assert settings.tls_mode == "off"
 
 
 # (variable, value, Settings field, parsed value): one row per variable, at least.
@@ -62,7 +66,19 @@ PARSED = [
     ("MEMORYD_EMBEDDING_DIM", "384", "embedding_dim", 384),
     ("MEMORYD_EXPIRY_ACTION", "Purge", "expiry_action", "purge"),
     ("MEMORYD_EXPIRY_INTERVAL_SECONDS", "0.5", "expiry_interval_seconds", 0.5),
+    ("MEMORYD_TLS_CERT", "/etc/memoryd/server.pem", "tls_cert", Path("/etc/memoryd/server.pem")),
+    ("MEMORYD_TLS_KEY", "/etc/memoryd/key.pem", "tls_key", Path("/etc/memoryd/key.pem")),
+    ("MEMORYD_TLS_CLIENT_CA", "/etc/memoryd/ca.pem", "tls_client_ca", Path("/etc/memoryd/ca.pem")),
 ]
+
+# Variables valid only together with others (the values are those of PARSED).
+COMPANIONS = {
+    "MEMORYD_TLS_CERT": ("MEMORYD_TLS_KEY",),
+    "MEMORYD_TLS_KEY": ("MEMORYD_TLS_CERT",),
+    "MEMORYD_TLS_CLIENT_CA": ("MEMORYD_TLS_CERT", "MEMORYD_TLS_KEY"),
+}
+FIELDS = {var: field for var, _, field, _ in PARSED}
+PARSED_VALUES = {var: value for var, value, _, _ in PARSED}
 
 
 def test_table_covers_every_variable() -> None:
@@ -73,10 +89,12 @@ def test_table_covers_every_variable() -> None:
 @pytest.mark.parametrize(("var", "value", "field", "expected"), PARSED)
 def test_variable_parsed(var: str, value: str, field: str, expected: object) -> None:
     """Each variable sets its field, parsed to the field's type; the others keep defaults."""
-    settings = Settings.from_env({var: value})
+    env = {companion: PARSED_VALUES[companion] for companion in COMPANIONS.get(var, ())}
+    settings = Settings.from_env({**env, var: value})
     assert getattr(settings, field) == expected
     assert type(getattr(settings, field)) is type(expected)
-    assert dataclasses.replace(settings, **{field: getattr(Settings(), field)}) == Settings()
+    defaults = {FIELDS[v]: getattr(Settings(), FIELDS[v]) for v in (*env, var)}
+    assert dataclasses.replace(settings, **defaults) == Settings()
 
 
 @pytest.mark.parametrize("var", sorted(ENVIRONMENT_VARIABLES))
@@ -180,6 +198,134 @@ def test_receive_limit_below_content_limit_rejected() -> None:
     env = {"MEMORYD_MAX_CONTENT_BYTES": "2048", "MEMORYD_MAX_RECEIVE_BYTES": "1024"}
     with pytest.raises(ConfigError, match="MEMORYD_MAX_RECEIVE_BYTES"):
         Settings.from_env(env)
+
+
+TLS_ENV = {
+    "MEMORYD_TLS_CERT": "server.pem",
+    "MEMORYD_TLS_KEY": "server-key.pem",
+    "MEMORYD_TLS_CLIENT_CA": "ca.pem",
+}
+
+
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [
+        (("MEMORYD_TLS_CERT",), "MEMORYD_TLS_KEY"),
+        (("MEMORYD_TLS_KEY",), "MEMORYD_TLS_CERT"),
+        (("MEMORYD_TLS_CERT", "MEMORYD_TLS_CLIENT_CA"), "MEMORYD_TLS_KEY"),
+        (("MEMORYD_TLS_KEY", "MEMORYD_TLS_CLIENT_CA"), "MEMORYD_TLS_CERT"),
+    ],
+)
+def test_tls_cert_and_key_go_together(present: tuple[str, ...], missing: str) -> None:
+    """A certificate without its key (or the reverse) names the missing variable."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({var: TLS_ENV[var] for var in present})
+    assert str(info.value).startswith(f"{missing}:"), str(info.value)
+    assert present[0] in str(info.value)
+
+
+def test_tls_client_ca_requires_cert_and_key() -> None:
+    """MEMORYD_TLS_CLIENT_CA alone (mTLS without server TLS) is refused, naming it."""
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"MEMORYD_TLS_CLIENT_CA": "ca.pem"})
+    message = str(info.value)
+    assert message.startswith("MEMORYD_TLS_CLIENT_CA:"), message
+    assert "MEMORYD_TLS_CERT" in message
+    assert "MEMORYD_TLS_KEY" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "mode"),
+    [
+        ({}, "off"),
+        ({"MEMORYD_TLS_CERT": "s.pem", "MEMORYD_TLS_KEY": "k.pem"}, "tls"),
+        (TLS_ENV, "mtls"),
+    ],
+)
+def test_tls_mode(env: dict[str, str], mode: str) -> None:
+    """tls_mode says off, tls, or mtls (client certificates required)."""
+    assert Settings.from_env(env).tls_mode == mode
+
+
+def test_tls_files_not_read_by_settings() -> None:
+    """Settings only checks the combination; the files are read when the server starts."""
+    settings = Settings.from_env(TLS_ENV)
+    assert settings.tls_cert == Path("server.pem")
+
+
+CERT_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+KEY_PEM = b"-----BEGIN PRIVATE KEY-----\ns3cretKEY\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> dict[str, Path]:
+    """PEM-shaped files for the three TLS variables (not real certificates)."""
+    files = {
+        "MEMORYD_TLS_CERT": tmp_path / "server.pem",
+        "MEMORYD_TLS_KEY": tmp_path / "server-key.pem",
+        "MEMORYD_TLS_CLIENT_CA": tmp_path / "ca.pem",
+    }
+    files["MEMORYD_TLS_CERT"].write_bytes(CERT_PEM)
+    files["MEMORYD_TLS_KEY"].write_bytes(KEY_PEM)
+    files["MEMORYD_TLS_CLIENT_CA"].write_bytes(CERT_PEM)
+    return files
+
+
+def _tls_settings(files: dict[str, Path]) -> Settings:
+    return Settings.from_env({var: str(path) for var, path in files.items()})
+
+
+def test_tls_off_without_credentials() -> None:
+    """Without a certificate and key the server listens in plaintext."""
+    assert tls.server_credentials(Settings()) is None
+
+
+@pytest.mark.parametrize("var", sorted(TLS_ENV))
+def test_tls_missing_file_names_variable_and_path(
+    tls_files: dict[str, Path], tmp_path: Path, var: str
+) -> None:
+    """A file that does not exist is a ConfigError naming the variable and the path."""
+    tls_files[var] = tmp_path / "nowhere" / "missing.pem"
+    with pytest.raises(ConfigError) as info:
+        tls.server_credentials(_tls_settings(tls_files))
+    assert str(info.value) == f"{var}: cannot read {tls_files[var]}: No such file or directory"
+
+
+@pytest.mark.parametrize("var", sorted(TLS_ENV))
+def test_tls_unreadable_path_names_variable_and_path(
+    tls_files: dict[str, Path], tmp_path: Path, var: str
+) -> None:
+    """A path that cannot be read as a file (here a directory) names the variable and path."""
+    tls_files[var] = tmp_path
+    with pytest.raises(ConfigError) as info:
+        tls.server_credentials(_tls_settings(tls_files))
+    assert str(info.value).startswith(f"{var}: cannot read {tmp_path}:"), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("var", "content"),
+    [
+        ("MEMORYD_TLS_CERT", KEY_PEM),
+        ("MEMORYD_TLS_KEY", CERT_PEM),
+        ("MEMORYD_TLS_KEY", b"s3cretKEY, not PEM at all"),
+        ("MEMORYD_TLS_CLIENT_CA", b""),
+    ],
+)
+def test_tls_file_without_pem_names_variable_not_contents(
+    tls_files: dict[str, Path], var: str, content: bytes
+) -> None:
+    """A file lacking the expected PEM block names the variable and path, never the contents."""
+    tls_files[var].write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        tls.server_credentials(_tls_settings(tls_files))
+    message = str(info.value)
+    assert message.startswith(f"{var}: {tls_files[var]} holds no PEM "), message
+    assert "s3cret" not in message
+
+
+def test_tls_credentials_from_pem_files(tls_files: dict[str, Path]) -> None:
+    """PEM-shaped files become server credentials (gRPC checks them when it binds)."""
+    assert isinstance(tls.server_credentials(_tls_settings(tls_files)), grpc.ServerCredentials)
 
 
 def test_config_error_is_value_error() -> None:

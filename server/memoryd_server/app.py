@@ -17,7 +17,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd.v1 import conversation_pb2, conversation_pb2_grpc, memory_pb2, memory_pb2_grpc
-from memoryd_server import database, idempotency
+from memoryd_server import database, idempotency, tls
 from memoryd_server.config import Settings
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
@@ -53,6 +53,7 @@ class Memoryd:
 
     async def start(self) -> int:
         """Start the database, migrate, open the pool and listen; returns the port."""
+        credentials = tls.server_credentials(self.settings)  # a bad file fails before the database
         url = self.database_url = await self._database_url()
         log.info("database", url=database.redact(url), embedded=self.settings.embedded)
         await asyncio.to_thread(database.prepare_database, url)
@@ -68,7 +69,7 @@ class Memoryd:
             self._pool, name="page_token", value=secrets.token_bytes(32)
         )
         access = AccessRecorder(self._pool)
-        self._server = self._build_server(self._pool, PageTokens(secret), access)
+        self._server = self._build_server(self._pool, PageTokens(secret), access, credentials)
         await self._server.start()
         await self._set_serving(True)
         self._tasks = [
@@ -77,7 +78,13 @@ class Memoryd:
             asyncio.create_task(self._expire_memories(), name="memoryd-memory-expiry"),
             asyncio.create_task(access.run(), name="memoryd-access"),
         ]
-        log.info("serving", addr=self.settings.addr, port=self.port, pid=os.getpid())
+        log.info(
+            "serving",
+            addr=self.settings.addr,
+            port=self.port,
+            pid=os.getpid(),
+            tls=self.settings.tls_mode,
+        )
         return self.port
 
     async def _database_url(self) -> str:
@@ -87,7 +94,11 @@ class Memoryd:
         return await asyncio.to_thread(self._embedded.start)
 
     def _build_server(
-        self, pool: AsyncConnectionPool, tokens: PageTokens, access: AccessRecorder
+        self,
+        pool: AsyncConnectionPool,
+        tokens: PageTokens,
+        access: AccessRecorder,
+        credentials: grpc.ServerCredentials | None,
     ) -> grpc.aio.Server:
         provider = configure_tracing(self.settings)
         tracing = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
@@ -108,11 +119,21 @@ class Memoryd:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        try:
-            self.port = server.add_insecure_port(self.settings.addr)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {self.settings.addr}: {exc}") from None
+        self.port = self._listen(server, credentials)
         return server
+
+    def _listen(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
+        """Bind ``settings.addr``: TLS with ``credentials``, plaintext without; the port."""
+        addr = self.settings.addr
+        try:
+            if credentials is None:
+                return server.add_insecure_port(addr)
+            return server.add_secure_port(addr, credentials)
+        except RuntimeError as exc:
+            message = f"cannot listen on {addr}: {exc}"
+            if credentials is not None:  # gRPC reports a key not matching its cert this way too
+                message += " (or MEMORYD_TLS_KEY is not the key of MEMORYD_TLS_CERT)"
+            raise StartupError(message) from None
 
     async def _set_serving(self, serving: bool) -> None:
         if serving == self._serving:

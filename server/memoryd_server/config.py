@@ -11,6 +11,7 @@ from typing import Literal
 
 LogFormat = Literal["auto", "json", "console"]
 ExpiryAction = Literal["archive", "purge"]
+TlsMode = Literal["off", "tls", "mtls"]
 
 # pgvector's HNSW indexes hold vectors of at most 2,000 dimensions.
 MAX_EMBEDDING_DIM = 2000
@@ -42,6 +43,10 @@ class Settings:
     log_level: str = "info"
     log_format: LogFormat = "auto"
     otlp_endpoint: str | None = None
+    # PEM files; the server uses plaintext unless cert and key are set.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -80,11 +85,30 @@ class Settings:
             ("postgresql://", "postgres://")
         ):
             raise ConfigError("DATABASE_URL: expected a postgresql:// URL")
+        self._validate_tls()
+
+    def _validate_tls(self) -> None:
+        # Only the combination: the files are read (and checked) when the server starts.
+        if self.tls_cert is not None and self.tls_key is None:
+            raise ConfigError("MEMORYD_TLS_KEY: required when MEMORYD_TLS_CERT is set")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ConfigError("MEMORYD_TLS_CERT: required when MEMORYD_TLS_KEY is set")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError(
+                "MEMORYD_TLS_CLIENT_CA: requires MEMORYD_TLS_CERT and MEMORYD_TLS_KEY"
+            )
 
     @property
     def embedded(self) -> bool:
         """True when the server runs its own PostgreSQL in ``data_dir``."""
         return self.database_url is None
+
+    @property
+    def tls_mode(self) -> TlsMode:
+        """``off`` (plaintext), ``tls``, or ``mtls`` (clients must present a certificate)."""
+        if self.tls_cert is None:
+            return "off"
+        return "tls" if self.tls_client_ca is None else "mtls"
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the CLI use it)."""
@@ -156,6 +180,9 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_LOG_LEVEL", "log_level", _log_level),
     ("MEMORYD_LOG_FORMAT", "log_format", _log_format),
     ("MEMORYD_OTLP_ENDPOINT", "otlp_endpoint", str),
+    ("MEMORYD_TLS_CERT", "tls_cert", Path),
+    ("MEMORYD_TLS_KEY", "tls_key", Path),
+    ("MEMORYD_TLS_CLIENT_CA", "tls_client_ca", Path),
 )
 
 ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(var for var, _, _ in _VARIABLES)
