@@ -47,6 +47,8 @@ class Memoryd:
         self.health = health.aio.HealthServicer()
         self._embedded: EmbeddedDatabase | None = None
         self._pool: AsyncConnectionPool | None = None
+        # A one-connection pool for the cross-tenant upkeep (expiry).
+        self._upkeep_pool: AsyncConnectionPool | None = None
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._serving: bool | None = None
@@ -65,6 +67,10 @@ class Memoryd:
         await asyncio.to_thread(database.check_embedding_dim, url, self.settings.embedding_dim)
         self._pool = database.create_pool(url, self.settings)
         await self._pool.open(wait=True, timeout=30.0)
+        self._upkeep_pool = database.create_pool(
+            url, self.settings, role=database.MAINTENANCE_ROLE, max_size=1
+        )
+        await self._upkeep_pool.open(wait=True, timeout=30.0)
         secret = await database.read_or_create_secret(
             self._pool, name="page_token", value=secrets.token_bytes(32)
         )
@@ -156,12 +162,12 @@ class Memoryd:
             await self._set_serving(await database.ping(self._pool))
 
     async def _expire_idempotency_keys(self) -> None:
-        assert self._pool is not None
+        assert self._upkeep_pool is not None
         while True:
             try:
                 # Small batches keep each delete short; a backlog drains over the rounds.
                 for _ in range(100):
-                    deleted = await idempotency.delete_expired(self._pool)
+                    deleted = await idempotency.delete_expired(self._upkeep_pool)
                     if not deleted:
                         break
             except Exception:
@@ -170,13 +176,13 @@ class Memoryd:
 
     async def _expire_memories(self) -> None:
         """Archive (or purge) expired memories in small batches, off the request path."""
-        assert self._pool is not None
+        assert self._upkeep_pool is not None
         purge = self.settings.expiry_action == "purge"
         while True:
             await asyncio.sleep(self.settings.expiry_interval_seconds)
             try:
                 for _ in range(100):
-                    done = await upkeep.expire_memories(self._pool, purge=purge)
+                    done = await upkeep.expire_memories(self._upkeep_pool, purge=purge)
                     if done:
                         log.info("memories_expired", count=done, action=self.settings.expiry_action)
                     if done < upkeep.EXPIRY_BATCH:
@@ -196,8 +202,9 @@ class Memoryd:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._pool is not None:
-            await self._pool.close()
+        for pool in (self._pool, self._upkeep_pool):
+            if pool is not None:
+                await pool.close()
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
         log.info("stopped")

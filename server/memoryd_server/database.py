@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import structlog
 from pgvector.psycopg import register_vector_async
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd_server.config import Settings
@@ -192,10 +193,23 @@ def rollback_migrations(url: str, count: int = 1) -> list[str]:
         return [m.id for m in targets]
 
 
-def create_pool(url: str, settings: Settings) -> AsyncConnectionPool:
-    """An unopened pool whose connections know pgvector and the statement timeout."""
+# The roles of migration 0003: request handlers work as APP_ROLE (row-level
+# security by tenant), the cross-tenant upkeep as MAINTENANCE_ROLE.
+APP_ROLE = "memoryd_app"
+MAINTENANCE_ROLE = "memoryd_maintenance"
+
+
+def create_pool(
+    url: str, settings: Settings, *, role: str = APP_ROLE, max_size: int | None = None
+) -> AsyncConnectionPool:
+    """An unopened pool whose connections know pgvector and the statement timeout.
+
+    Every connection works as ``role`` (SET ROLE), so row-level security applies
+    whatever user the URL logs in as.
+    """
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
         await register_vector_async(conn)
         await conn.execute(
             "SELECT set_config('statement_timeout', %s, false)",
@@ -205,14 +219,14 @@ def create_pool(url: str, settings: Settings) -> AsyncConnectionPool:
 
     return AsyncConnectionPool(
         url,
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
+        min_size=min(settings.pool_min_size, max_size or settings.pool_min_size),
+        max_size=max_size or settings.pool_max_size,
         configure=configure,
         open=False,
         timeout=10.0,
         # Check connections on checkout, so a restarted database costs one retry.
         check=AsyncConnectionPool.check_connection,
-        name="memoryd",
+        name=f"memoryd-{role}",
     )
 
 
@@ -227,16 +241,24 @@ async def ping(pool: AsyncConnectionPool) -> bool:
 
 
 @asynccontextmanager
-async def transaction(pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A pooled connection in a transaction; database errors become domain errors."""
+async def transaction(
+    pool: AsyncConnectionPool, tenant_id: str | None
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A pooled connection in a transaction scoped to ``tenant_id`` for row-level security.
+
+    Database errors become domain errors. With ``tenant_id`` None (server-wide
+    tables, maintenance pools) no tenant is declared: RLS then admits no rows.
+    """
     with map_pg_errors():
         async with pool.connection() as conn, conn.transaction():
+            if tenant_id is not None:
+                await conn.execute("SELECT set_config('memoryd.tenant', %s, true)", (tenant_id,))
             yield conn
 
 
 async def read_or_create_secret(pool: AsyncConnectionPool, *, name: str, value: bytes) -> bytes:
     """The server-wide secret ``name``, created as ``value`` by the first replica."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, None) as conn:
         await conn.execute(
             "INSERT INTO server_secrets (name, value) VALUES (%s, %s) ON CONFLICT DO NOTHING",
             (name, value),

@@ -87,7 +87,7 @@ async def forget_resource(conn: AsyncConnection[Any], *, tenant_id: str, resourc
 
 async def delete_expired(pool: AsyncConnectionPool, *, batch: int = 1000) -> int:
     """Forget up to ``batch`` keys older than RETENTION; returns how many went."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, None) as conn:
         cur = await conn.execute(
             "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM"
             " idempotency_keys WHERE create_time < now() - %s LIMIT %s))",

@@ -106,7 +106,7 @@ async def append_messages(
     The UPDATE of the conversation row serialises concurrent appenders to one
     conversation (and only to it), so seqs are assigned without gaps.
     """
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         if request_id:
 
             async def replay(_: str, ids: list[uuid.UUID]) -> tuple[list[Message], Conversation]:
@@ -197,7 +197,7 @@ async def list_messages(
         "from": from_seq,
         "limit": limit,
     }
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         async with conn.cursor(row_factory=class_row(Message)) as cur:
             await cur.execute(query, params)
             rows = await cur.fetchall()
@@ -220,7 +220,7 @@ async def get_context_window(
     Reads the conversation's message_count first and bounds the window by it,
     so the window and its omitted count agree even while appends go on.
     """
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         conversation = await select_conversation(conn, tenant_id, conversation_id)
         if conversation is None:
             raise not_found(conversation_id)
@@ -273,7 +273,10 @@ async def set_message_feedback(
         "UPDATE messages SET feedback_rating = %s, feedback_comment = %s, feedback_time = now()"
         " WHERE tenant_id = %s AND id = %s AND conversation_id = %s RETURNING {cols}"
     ).format(cols=MESSAGE_COLUMNS)
-    async with transaction(pool) as conn, conn.cursor(row_factory=class_row(Message)) as cur:
+    async with (
+        transaction(pool, tenant_id) as conn,
+        conn.cursor(row_factory=class_row(Message)) as cur,
+    ):
         await cur.execute(query, (rating, comment, tenant_id, message_id, conversation_id))
         updated = await cur.fetchone()
     if updated is None:

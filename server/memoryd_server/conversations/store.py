@@ -82,7 +82,7 @@ async def create_conversation(
     request_hash: bytes = b"",
 ) -> Conversation:
     """Insert a conversation; ALREADY_EXISTS when its id is taken."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         if request_id:
 
             async def replay(stored_id: str, _: list[uuid.UUID]) -> Conversation:
@@ -114,7 +114,7 @@ async def get_conversation(
     pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str
 ) -> Conversation:
     """The conversation, or NOT_FOUND."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         found = await select_conversation(conn, tenant_id, conversation_id)
     if found is None:
         raise not_found(conversation_id)
@@ -146,7 +146,10 @@ async def list_conversations(
         "SELECT {cols} FROM conversations WHERE {where}"
         " ORDER BY last_activity_time DESC, id DESC LIMIT %(limit)s"
     ).format(cols=CONVERSATION_COLUMNS, where=sql.SQL(" AND ").join(conditions))
-    async with transaction(pool) as conn, conn.cursor(row_factory=class_row(Conversation)) as cur:
+    async with (
+        transaction(pool, tenant_id) as conn,
+        conn.cursor(row_factory=class_row(Conversation)) as cur,
+    ):
         await cur.execute(query, params)
         return await cur.fetchall()
 
@@ -174,7 +177,7 @@ async def update_conversation(
         " AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint)"
         " RETURNING {cols}"
     ).format(sets=sql.SQL(", ").join(assignments), cols=CONVERSATION_COLUMNS)
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         async with conn.cursor(row_factory=class_row(Conversation)) as cur:
             await cur.execute(query, params)
             updated = await cur.fetchone()
@@ -193,7 +196,7 @@ async def delete_conversation(
     pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str
 ) -> int:
     """Delete a conversation with its messages; returns how many messages went."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         cur = await conn.execute(
             "DELETE FROM conversations WHERE tenant_id = %s AND id = %s RETURNING message_count",
             (tenant_id, conversation_id),

@@ -83,7 +83,7 @@ async def list_events(
     limit: int,
 ) -> list[MemoryEvent]:
     """Events after ``after_version``, oldest first, with the states around each."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         cur = await conn.execute(
             "SELECT e.version, e.event_type, e.actor, e.event_time, s.state, s.reason,"
             " p.state FROM memory_events e"
@@ -111,7 +111,7 @@ async def state_at(
     pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID, at: dt.datetime
 ) -> tuple[str | None, Memory | None]:
     """The last event type at or before ``at`` and the state it left (None if purged)."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         cur = await conn.execute(
             "SELECT e.event_type, s.state FROM memory_events e"
             " LEFT JOIN memory_snapshots s ON s.tenant_id = e.tenant_id"
@@ -129,7 +129,7 @@ async def state_at(
 
 async def has_events(pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID) -> bool:
     """Whether the memory ever existed in this tenant."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         cur = await conn.execute(
             "SELECT 1 FROM memory_events WHERE tenant_id = %s AND memory_id = %s LIMIT 1",
             (tenant_id, memory_id),

@@ -138,7 +138,7 @@ async def search_memories(
         if query_text else "0::float4"
     )  # fmt: skip
     found: dict[Any, Candidate] = {}
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         if has_embedding:
             await conn.execute(
                 "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"

@@ -132,7 +132,7 @@ async def create_memory(
 ) -> tuple[Memory, bool]:
     """Create a memory (or upsert by key); returns it and whether it was an update."""
     memory_id = uuid7()
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         if request_id:
 
             async def replay(stored_id: str, _: list[uuid.UUID]) -> tuple[Memory, bool]:
@@ -171,7 +171,7 @@ async def batch_create_memories(
 ) -> list[uuid.UUID]:
     """Create all ``memories`` with one binary COPY, in one transaction."""
     ids = [uuid7() for _ in memories]
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         if request_id:
 
             async def replay(_: str, stored: list[uuid.UUID]) -> list[uuid.UUID]:
@@ -189,16 +189,28 @@ async def batch_create_memories(
         await conn.execute(
             "SELECT set_config('statement_timeout', %s, true)", (BATCH_STATEMENT_TIMEOUT,)
         )
-        copy_sql = sql.SQL("COPY memories ({}) FROM STDIN (FORMAT BINARY)").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in _WRITE_COLUMNS)
+        # Row-level security forbids COPY into memories itself: COPY into a
+        # private staging table, then one INSERT that the policy checks.
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in _WRITE_COLUMNS)
+        await conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE memories_batch ON COMMIT DROP AS"
+                " SELECT {} FROM memories WITH NO DATA"
+            ).format(columns)
         )
+        copy_sql = sql.SQL("COPY memories_batch ({}) FROM STDIN (FORMAT BINARY)").format(columns)
         async with conn.cursor() as cur:
+            async with cur.copy(copy_sql) as copy:
+                copy.set_types([_COPY_TYPES[c] for c in _WRITE_COLUMNS])
+                for memory_id, new in zip(ids, memories, strict=True):
+                    values = _write_values(tenant_id, memory_id, new)
+                    await copy.write_row([values[c] for c in _WRITE_COLUMNS])
             try:
-                async with cur.copy(copy_sql) as copy:
-                    copy.set_types([_COPY_TYPES[c] for c in _WRITE_COLUMNS])
-                    for memory_id, new in zip(ids, memories, strict=True):
-                        values = _write_values(tenant_id, memory_id, new)
-                        await copy.write_row([values[c] for c in _WRITE_COLUMNS])
+                await cur.execute(
+                    sql.SQL("INSERT INTO memories ({0}) SELECT {0} FROM memories_batch").format(
+                        columns
+                    )
+                )
             except UniqueViolation as exc:
                 if exc.diag.constraint_name == "memories_key_idx":
                     raise AlreadyExists(
@@ -231,7 +243,7 @@ def _as_created(memory_id: uuid.UUID, new: NewMemory, now: dt.datetime) -> Memor
 
 async def get_memory(pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID) -> Memory:
     """The memory, or NOT_FOUND."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         found = await _select(conn, tenant_id, memory_id)
     if found is None:
         raise _not_found(memory_id)
@@ -246,7 +258,7 @@ async def get_memory_by_key(
         "SELECT {} FROM memories WHERE tenant_id = %s AND ns_path = %s AND key = %s"
         " AND status = ANY(%s)"
     ).format(SELECT_COLUMNS)
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         rows = await fetch(conn, query, (tenant_id, ns_path(namespace), key, list(LIVE_STATUSES)))
     if not rows:
         raise NotFound(f"no memory has key {key!r} in namespace {'/'.join(namespace)!r}")
@@ -296,7 +308,7 @@ async def update_memory(
         SELECT_COLUMNS,
         next_time=NEXT_UPDATE_TIME,
     )
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         rows = await fetch(conn, query, params)
         if not rows:
             raise await _explain_miss(conn, tenant_id, memory_id, expected_version)
@@ -325,7 +337,7 @@ async def supersede_memory(
         " AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint) RETURNING {}"
     ).format(SELECT_COLUMNS, next_time=NEXT_UPDATE_TIME)
     params = {"new": new_id, "tenant": tenant_id, "id": memory_id, "expected": expected_version}
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         # The old one first: it frees its key for a replacement that keeps it.
         rows = await fetch(conn, query, params)
         if not rows:
@@ -349,7 +361,7 @@ async def delete_memory(
     reason: str = "",
 ) -> Memory | None:
     """Archive the memory (returned), or purge it and its history's content (None)."""
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         if purge:
             cur = await conn.execute(
                 "DELETE FROM memories WHERE tenant_id = %s AND id = %s RETURNING version",
@@ -390,7 +402,7 @@ async def list_memories(
         "SELECT {} FROM memories WHERE {} AND (%(before)s::uuid IS NULL OR id < %(before)s)"
         " ORDER BY id DESC LIMIT %(limit)s"
     ).format(SELECT_COLUMNS, where)
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         return await fetch(conn, query, params)
 
 
@@ -419,6 +431,6 @@ async def list_namespaces(
         ' > %(after)s::text COLLATE "C"'
         " ORDER BY array_to_string(ns, E'\\x1f') COLLATE \"C\" LIMIT %(limit)s"
     ).format(depth, where)
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         cur = await conn.execute(query, params)
         return [list(row[0]) for row in await cur.fetchall()]

@@ -24,7 +24,7 @@ async def expire_memories(
         " AND status IN ('active', 'disputed') ORDER BY expire_time LIMIT %s"
         " FOR UPDATE SKIP LOCKED"
     )
-    async with transaction(pool) as conn:
+    async with transaction(pool, None) as conn:
         cur = await conn.execute(query, (batch,))
         due = await cur.fetchall()
         for tenant_id, memory_id in due:
@@ -56,7 +56,7 @@ async def record_access(
 ) -> None:
     """Add each memory's hits to its access count (not a change: no version, no history)."""
     ids = sorted(hits)  # one lock order for every flush
-    async with transaction(pool) as conn:
+    async with transaction(pool, tenant_id) as conn:
         await conn.execute(
             "UPDATE memories m SET access_count = m.access_count + h.n, last_access_time = now()"
             " FROM unnest(%s::uuid[], %s::bigint[]) AS h(id, n)"
