@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from memoryd_server.errors import InvalidArgument
 
@@ -69,3 +71,8 @@ def to_timedelta(field: str, value: duration_pb2.Duration) -> dt.timedelta:
         return value.ToTimedelta()
     except (ValueError, OverflowError):
         raise InvalidArgument(field, "is not a valid duration") from None
+
+
+def request_hash(request: Message) -> bytes:
+    """A digest of a request, so an idempotency key reused for another request is caught."""
+    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import grpc.aio
-from google.protobuf.message import Message as ProtoMessage
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd.v1 import conversation_pb2 as pb
@@ -18,7 +16,7 @@ from memoryd_server.conversations import models, store
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid, uuid7
 from memoryd_server.pagination import PageTokens, page_size
-from memoryd_server.protoconv import dict_to_struct, struct_to_dict, timestamp
+from memoryd_server.protoconv import dict_to_struct, request_hash, struct_to_dict, timestamp
 from memoryd_server.validation import check_chars, check_enum, check_text
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -45,10 +43,6 @@ _RATING_TO_DB: dict[pb.FeedbackRating.ValueType, models.Rating] = {
     pb.FEEDBACK_RATING_NEGATIVE: "negative",
 }
 _RATING_TO_PB = {v: k for k, v in _RATING_TO_DB.items()}
-
-
-def _request_hash(request: ProtoMessage) -> bytes:
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
 class ConversationServicer(pb_grpc.ConversationServiceServicer):
@@ -124,7 +118,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             tenant_id=tenancy.tenant_of(context),
             new=new,
             request_id=check_chars("request_id", request.request_id, 128),
-            request_hash=_request_hash(request),
+            request_hash=request_hash(request),
         )
         return pb.CreateConversationResponse(conversation=conversation_to_pb(created))
 
@@ -240,7 +234,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             conversation_id=conversation_id,
             messages=messages,
             request_id=check_chars("request_id", request.request_id, 128),
-            request_hash=_request_hash(request),
+            request_hash=request_hash(request),
             create_if_missing=create,
         )
         return pb.AppendMessagesResponse(

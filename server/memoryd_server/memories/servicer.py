@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import uuid
 from typing import Any
 
 import grpc.aio
-from google.protobuf.message import Message as ProtoMessage
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd.v1 import memory_pb2 as pb
@@ -21,16 +19,18 @@ from memoryd_server.memories import convert, history, search, store
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.models import UPDATABLE_FIELDS
 from memoryd_server.pagination import PageTokens, page_size
-from memoryd_server.protoconv import struct_to_dict, timestamp, to_datetime, to_timedelta
+from memoryd_server.protoconv import (
+    request_hash,
+    struct_to_dict,
+    timestamp,
+    to_datetime,
+    to_timedelta,
+)
 from memoryd_server.validation import check_chars
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_BATCH = 10_000
-
-
-def _request_hash(request: ProtoMessage) -> bytes:
-    return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
 
 
 class MemoryServicer(pb_grpc.MemoryServiceServicer):
@@ -62,7 +62,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
             new=new, upsert=request.upsert,
             request_id=check_chars("request_id", request.request_id, 128),
-            request_hash=_request_hash(request),
+            request_hash=request_hash(request),
         )  # fmt: skip
         return pb.CreateMemoryResponse(memory=convert.memory_to_pb(memory), updated=updated)
 
@@ -79,7 +79,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         ids = await store.batch_create_memories(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
             memories=news, request_id=check_chars("request_id", request.request_id, 128),
-            request_hash=_request_hash(request),
+            request_hash=request_hash(request),
         )  # fmt: skip
         return pb.BatchCreateMemoriesResponse(memory_ids=[str(i) for i in ids])
 
