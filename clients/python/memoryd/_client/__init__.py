@@ -1,0 +1,1 @@
+"""The hand-written typed client; import its names from ``memoryd``."""

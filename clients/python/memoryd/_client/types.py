@@ -1,0 +1,276 @@
+"""The plain, frozen values the client takes and returns instead of protobuf messages.
+
+Enums are short lowercase strings (``"user"``, ``"active"``, ``"semantic"``);
+``"unspecified"`` is what an unset enum reads as. Structs are dicts, times are
+timezone-aware ``datetime``s (None when unset), durations are ``timedelta``s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
+
+Role = Literal["user", "assistant", "system", "tool"]
+ConversationStatus = Literal["active", "idle", "closed"]
+FeedbackRating = Literal["positive", "negative"]
+MemoryType = Literal[
+    "semantic", "episodic", "procedural", "agent_private", "shared", "identity", "user_profile"
+]
+MemoryTier = Literal["hot", "warm", "cold"]
+MemoryStatus = Literal["active", "superseded", "archived", "disputed"]
+MemorySourceKind = Literal[
+    "explicit", "extraction", "system", "feedback", "consolidation", "compaction"
+]
+MemoryEventType = Literal["created", "updated", "superseded", "archived", "purged"]
+
+
+class SupportsToList(Protocol):
+    """An array such as ``numpy.ndarray``: anything with ``tolist()``."""
+
+    def tolist(self) -> Any: ...
+
+
+# An embedding: a sequence of floats or an array with ``tolist()``.
+Embedding = Sequence[float] | SupportsToList
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a List call; pass ``next_page_token`` back for the next (empty: last)."""
+
+    items: tuple[T, ...]
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool invocation requested by the model; ``arguments`` is a JSON object."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Feedback on a message."""
+
+    rating: str
+    comment: str
+    update_time: datetime | None
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to append; the server assigns its id, seq and create time."""
+
+    role: Role
+    content: str = ""
+    name: str = ""
+    tool_calls: Sequence[ToolCall] = ()
+    tool_call_id: str = ""
+    token_count: int = 0
+    model: str = ""
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored message of a conversation."""
+
+    id: str
+    conversation_id: str
+    seq: int
+    role: str
+    content: str
+    name: str
+    tool_calls: tuple[ToolCall, ...]
+    tool_call_id: str
+    token_count: int
+    model: str
+    metadata: dict[str, Any]
+    feedback: Feedback | None
+    create_time: datetime | None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation (an agent session) with its state and totals."""
+
+    id: str
+    user_id: str
+    agent_id: str
+    app_name: str
+    title: str
+    status: str
+    summary: str
+    metadata: dict[str, Any]
+    state: dict[str, Any]
+    version: int
+    message_count: int
+    total_input_tokens: int
+    total_output_tokens: int
+    last_message_time: datetime | None
+    create_time: datetime | None
+    update_time: datetime | None
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """The appended messages (with ids and seqs) and the conversation after the append."""
+
+    messages: tuple[Message, ...]
+    conversation: Conversation
+
+
+@dataclass(frozen=True)
+class ContextWindow:
+    """The recent messages that fit a budget, oldest first, and the summary of the rest."""
+
+    messages: tuple[Message, ...]
+    summary: str
+    total_tokens: int
+    omitted_message_count: int
+
+
+@dataclass(frozen=True)
+class MemorySource:
+    """Where a memory came from."""
+
+    kind: str = "explicit"
+    conversation_id: str = ""
+    message_ids: Sequence[str] = ()
+    extraction_model: str = ""
+
+
+@dataclass(frozen=True)
+class NewMemory:
+    """A memory to create (``batch_create``, ``supersede``); output-only fields are absent."""
+
+    content: str
+    namespace: Sequence[str] = ()
+    key: str = ""
+    memory_type: MemoryType | None = None
+    subject: str = ""
+    embedding: Embedding | None = None
+    embedding_model: str = ""
+    importance: int = 0
+    confidence: float | None = None
+    pinned: bool = False
+    tier: MemoryTier | None = None
+    source: MemorySource | None = None
+    user_id: str = ""
+    agent_id: str = ""
+    tags: Sequence[str] = ()
+    metadata: Mapping[str, Any] | None = None
+    related_to: Sequence[str] = ()
+    contradicts: Sequence[str] = ()
+    expire_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A stored long-term memory. ``embedding`` is empty where the server leaves it out."""
+
+    id: str
+    namespace: tuple[str, ...]
+    key: str
+    memory_type: str
+    content: str
+    subject: str
+    embedding: tuple[float, ...]
+    embedding_model: str
+    importance: int
+    confidence: float | None
+    pinned: bool
+    tier: str
+    status: str
+    source: MemorySource | None
+    user_id: str
+    agent_id: str
+    tags: tuple[str, ...]
+    metadata: dict[str, Any]
+    related_to: tuple[str, ...]
+    contradicts: tuple[str, ...]
+    version: int
+    superseded_by: str
+    access_count: int
+    last_access_time: datetime | None
+    expire_time: datetime | None
+    create_time: datetime | None
+    update_time: datetime | None
+
+
+@dataclass(frozen=True)
+class CreateMemoryResult:
+    """The created memory; ``updated`` is True when an upsert replaced an existing one."""
+
+    memory: Memory
+    updated: bool
+
+
+@dataclass(frozen=True)
+class SupersedeResult:
+    """The old memory (now superseded) and its replacement."""
+
+    superseded: Memory
+    memory: Memory
+
+
+@dataclass(frozen=True)
+class MemoryFilter:
+    """Which memories ``list`` and ``search`` consider; empty fields match everything."""
+
+    namespace_prefix: Sequence[str] = ()
+    memory_types: Sequence[MemoryType] = ()
+    tags_any: Sequence[str] = ()
+    tags_all: Sequence[str] = ()
+    statuses: Sequence[MemoryStatus] = ()
+    tiers: Sequence[MemoryTier] = ()
+    user_id: str = ""
+    agent_id: str = ""
+    metadata: Mapping[str, Any] | None = None
+    create_time_start: datetime | None = None
+    create_time_end: datetime | None = None
+    include_expired: bool = False
+
+
+@dataclass(frozen=True)
+class RankingWeights:
+    """Weights of the parts of a search score (all zero: the server's defaults)."""
+
+    similarity: float = 0.0
+    text: float = 0.0
+    recency: float = 0.0
+    importance: float = 0.0
+    recency_half_life: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One search hit (its memory without embedding) and the parts of its score."""
+
+    memory: Memory
+    score: float
+    similarity_score: float
+    text_score: float
+    recency_score: float
+    importance_score: float
+
+
+@dataclass(frozen=True)
+class MemoryEvent:
+    """One entry of a memory's history; ``before``/``after`` lack embeddings."""
+
+    seq: int
+    memory_id: str
+    event_type: str
+    actor: str
+    reason: str
+    event_time: datetime | None
+    before: Memory | None
+    after: Memory | None
