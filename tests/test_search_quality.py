@@ -25,6 +25,7 @@ from psycopg import sql
 from bench import datasets
 from memoryd.v1 import memory_pb2 as pb
 from memoryd.v1 import memory_pb2_grpc
+from memoryd_server.database import APP_ROLE
 from memoryd_server.memories.filters import filter_condition
 from memoryd_server.memories.models import MemoryFilter
 from memoryd_server.tenancy import DEFAULT_TENANT
@@ -225,7 +226,9 @@ def test_list_filters_are_exact(stub, loaded, case):
 def test_plan_uses_hnsw_index(db, loaded, filters):
     """The search's SQL (the server's own filter conditions) scans memories_embedding_idx.
 
-    ``loaded`` has run ANALYZE, so the planner knows how many rows the filter keeps.
+    Planned as the server plans it: as the request role, under row-level
+    security, with the tenant declared. ``loaded`` has run ANALYZE, so the
+    planner knows how many rows the filter keeps.
     """
     register_vector(db)
     params: dict[str, Any] = {"q": loaded.data.queries[0]}
@@ -237,6 +240,8 @@ def test_plan_uses_hnsw_index(db, loaded, filters):
         " ORDER BY embedding <=> %(q)s LIMIT 20"
     ).format(where)
     with db.transaction():
+        db.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
+        db.execute("SELECT set_config('memoryd.tenant', %s, true)", (DEFAULT_TENANT,))
         db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         (plan,) = db.execute(query, params).fetchone()
     plan = plan if isinstance(plan, list) else json.loads(plan)

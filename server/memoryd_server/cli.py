@@ -1,4 +1,4 @@
-"""The ``memoryd`` command: serve, migrate."""
+"""The ``memoryd`` command: serve, migrate, export, import, import-peer."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from memoryd_server import database
 from memoryd_server.app import serve
 from memoryd_server.config import ConfigError, Settings
 from memoryd_server.database import EmbeddedDatabase, StartupError
+from memoryd_server.portability import PortabilityError, peers
+from memoryd_server.portability.export import export_tenant
+from memoryd_server.portability.importer import DEFAULT_BATCH_SIZE, import_tenant
 from memoryd_server.telemetry import configure_logging
 
 T = TypeVar("T")
@@ -38,6 +42,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="roll back the last N applied migrations (default 1)",
     )
+    export = commands.add_parser("export", help="write one tenant's data as JSON lines")
+    export.add_argument("--tenant", required=True, help="the tenant to export")
+    export.add_argument(
+        "--output", default="-", metavar="FILE", help="the file to write ('-', the default: stdout)"
+    )
+    load = commands.add_parser(
+        "import", help="load an export file into an empty tenant (resumes an interrupted run)"
+    )
+    load.add_argument("--tenant", required=True, help="the tenant to import into")
+    load.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"lines per transaction (default {DEFAULT_BATCH_SIZE})",
+    )
+    load.add_argument("file", type=Path, metavar="FILE", help="a file written by memoryd export")
+    peer = commands.add_parser(
+        "import-peer", help="import a LangGraph store dump or a Mem0 export through the API"
+    )
+    peers.add_arguments(peer)
     return parser
 
 
@@ -74,17 +99,62 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> None:
         print(f"applied {len(applied)}: {' '.join(applied) or '-'}")
 
 
+def _export(settings: Settings, args: argparse.Namespace) -> None:
+    if args.output == "-":
+        records = _with_database(settings, lambda url: export_tenant(url, args.tenant, sys.stdout))
+    else:
+        output = Path(args.output)
+        try:
+            with output.open("w", encoding="utf-8", newline="\n") as stream:
+                records = _with_database(
+                    settings, lambda url: export_tenant(url, args.tenant, stream)
+                )
+        except OSError as exc:
+            raise PortabilityError(f"cannot write {output}: {exc.strerror}") from None
+    print(f"exported {records} records of tenant {args.tenant}", file=sys.stderr)
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> None:
+    path: Path = args.file
+    if not path.is_file():
+        raise PortabilityError(f"cannot read {path}: no such file")
+    end = "\r" if sys.stderr.isatty() else "\n"
+
+    def progress(lines: int) -> None:
+        print(f"imported {lines} lines", end=end, file=sys.stderr, flush=True)
+
+    result = _with_database(
+        settings,
+        lambda url: import_tenant(
+            url, args.tenant, path, batch_size=args.batch_size, progress=progress
+        ),
+    )
+    if end == "\r":
+        print(file=sys.stderr)
+    resumed = f" (resumed after line {result.skipped})" if result.skipped else ""
+    print(
+        f"imported {path} into tenant {args.tenant}: {result.lines_done} lines{resumed}",
+        file=sys.stderr,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``memoryd`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "import-peer":  # a client of a running server: no server settings
+        return peers.run(args, os.environ)
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
         if args.command == "serve":
             asyncio.run(serve(settings))
+        elif args.command == "export":
+            _export(settings, args)
+        elif args.command == "import":
+            _import(settings, args)
         else:
             _migrate(settings, args)
-    except (ConfigError, StartupError) as exc:
+    except (ConfigError, StartupError, PortabilityError) as exc:
         print(f"memoryd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

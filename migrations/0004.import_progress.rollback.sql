@@ -1,0 +1,2 @@
+-- Undo 0004.import_progress.
+DROP TABLE import_progress;
