@@ -18,13 +18,13 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from memoryd_server.config import ENVIRONMENT_VARIABLES
-from memoryd_server.portability import PortabilityError
+from memoryd_server.portability import KINDS, PortabilityError
 from memoryd_server.portability.export import export_tenant
 from memoryd_server.portability.importer import import_tenant
 from tests.conftest import ServerThread
 
 DIM = 384
-TABLES = ("conversations", "messages", "memories", "memory_events", "memory_snapshots")
+TABLES = tuple(kind.table for kind in KINDS)
 
 
 @pytest.fixture
@@ -74,6 +74,12 @@ def _seed(db: psycopg.Connection[Any], tenant: str, *, memories: int = 4) -> Non
                 Jsonb({"n": i, "nested": {"f": 0.1}}), [uuid.uuid4()],
             ),
         )  # fmt: skip
+        if i % 2:  # search hits, kept beside the memory
+            db.execute(
+                "INSERT INTO memory_access (tenant_id, memory_id, access_count, last_access_time)"
+                " VALUES (%s, %s, %s, '2025-06-01 12:00:00.5+00')",
+                (tenant, memory_id, i * 3),
+            )
         for version, event in ((1, "created"), (2, "updated")):
             db.execute(
                 "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor,"
@@ -118,8 +124,7 @@ def _progress(db: psycopg.Connection[Any], tenant: str) -> list[int]:
 
 def _expected_counts(lines: list[str]) -> dict[str, int]:
     """Rows per table that the record lines ``lines`` hold."""
-    tables = dict(zip(("conversation", "message", "memory", "memory_event", "memory_snapshot"),
-                      TABLES, strict=True))  # fmt: skip
+    tables = {kind.name: kind.table for kind in KINDS}
     counts = dict.fromkeys(TABLES, 0)
     for line in lines:
         counts[tables[json.loads(line)["kind"]]] += 1

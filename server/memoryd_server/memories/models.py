@@ -98,6 +98,8 @@ class Memory:
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Memory))
+# Kept in memory_access (0005), not in memories: reads fetch them by subquery.
+ACCESS_COLUMNS = frozenset({"access_count", "last_access_time"})
 NEW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(NewMemory))
 
 _UUIDS = ("id", "superseded_by")

@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from memoryd_server.database import transaction
 from memoryd_server.memories.filters import filter_condition
 from memoryd_server.memories.models import COLUMNS, Candidate, Embedding, Memory, MemoryFilter
+from memoryd_server.memories.store import column_sql
 
 MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
@@ -24,7 +25,7 @@ EF_SEARCH = 100
 
 # Results carry no embedding: responses stay small and clients rarely want it.
 _RESULT_COLUMNS = sql.SQL(", ").join(
-    sql.SQL("NULL::vector AS embedding") if c == "embedding" else sql.Identifier(c) for c in COLUMNS
+    sql.SQL("NULL::vector AS embedding") if c == "embedding" else column_sql(c) for c in COLUMNS
 )
 
 

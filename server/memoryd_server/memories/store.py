@@ -20,6 +20,7 @@ from memoryd_server.ids import uuid7
 from memoryd_server.memories import history
 from memoryd_server.memories.filters import filter_condition
 from memoryd_server.memories.models import (
+    ACCESS_COLUMNS,
     COLUMNS,
     LIVE_STATUSES,
     NEW_COLUMNS,
@@ -34,7 +35,21 @@ Conn = AsyncConnection[Any]
 # Statement timeout of a BatchCreateMemories transaction.
 BATCH_STATEMENT_TIMEOUT = "15min"
 
-SELECT_COLUMNS = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
+
+def column_sql(name: str) -> sql.Composable:
+    """How a Memory field is read from a ``memories`` row (also in RETURNING)."""
+    if name not in ACCESS_COLUMNS:
+        return sql.Identifier(name)
+    value = sql.SQL(
+        "(SELECT a.{0} FROM memory_access a WHERE a.tenant_id = memories.tenant_id"
+        " AND a.memory_id = memories.id)"
+    ).format(sql.Identifier(name))
+    if name == "access_count":
+        value = sql.SQL("coalesce({}, 0)").format(value)
+    return sql.SQL("{} AS {}").format(value, sql.Identifier(name))
+
+
+SELECT_COLUMNS = sql.SQL(", ").join(column_sql(c) for c in COLUMNS)
 # A change's time: when it took the row lock (not when its transaction began), and
 # always after the previous change, so versions and their times keep one order.
 NEXT_UPDATE_TIME = sql.SQL(

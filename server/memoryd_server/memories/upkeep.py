@@ -54,12 +54,19 @@ async def expire_memories(
 async def record_access(
     pool: AsyncConnectionPool, *, tenant_id: str, hits: dict[uuid.UUID, int]
 ) -> None:
-    """Add each memory's hits to its access count (not a change: no version, no history)."""
+    """Add each memory's hits to its access count (not a change: no version, no history).
+
+    The counts live in the narrow memory_access table, so counting never
+    rewrites a memories row or its index entries.
+    """
     ids = sorted(hits)  # one lock order for every flush
     async with transaction(pool, tenant_id) as conn:
         await conn.execute(
-            "UPDATE memories m SET access_count = m.access_count + h.n, last_access_time = now()"
-            " FROM unnest(%s::uuid[], %s::bigint[]) AS h(id, n)"
-            " WHERE m.tenant_id = %s AND m.id = h.id",
-            (ids, [hits[i] for i in ids], tenant_id),
+            "INSERT INTO memory_access (tenant_id, memory_id, access_count, last_access_time)"
+            " SELECT %s, h.id, h.n, now() FROM unnest(%s::uuid[], %s::bigint[]) AS h(id, n)"
+            " WHERE EXISTS (SELECT FROM memories m WHERE m.tenant_id = %s AND m.id = h.id)"
+            " ON CONFLICT (tenant_id, memory_id) DO UPDATE SET"
+            " access_count = memory_access.access_count + EXCLUDED.access_count,"
+            " last_access_time = EXCLUDED.last_access_time",
+            (tenant_id, ids, [hits[i] for i in ids], tenant_id),
         )

@@ -60,10 +60,16 @@ KINDS: tuple[Kind, ...] = (
             "embedding", "embedding_model", "importance", "confidence", "pinned", "tier",
             "status", "source_kind", "source_conversation_id", "source_message_ids",
             "extraction_model", "user_id", "agent_id", "tags", "metadata", "related_to",
-            "contradicts", "version", "superseded_by", "access_count", "last_access_time",
-            "expire_time", "create_time", "update_time",
+            "contradicts", "version", "superseded_by", "expire_time", "create_time",
+            "update_time",
         ),
         "id",
+    ),
+    Kind(
+        "memory_access",
+        "memory_access",
+        ("memory_id", "access_count", "last_access_time"),
+        "memory_id",
     ),
     Kind(
         "memory_event",
