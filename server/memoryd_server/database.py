@@ -7,7 +7,7 @@ import importlib.resources
 import re
 import urllib.parse
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,17 +242,26 @@ async def ping(pool: AsyncConnectionPool) -> bool:
 
 @asynccontextmanager
 async def transaction(
-    pool: AsyncConnectionPool, tenant_id: str | None
+    pool: AsyncConnectionPool, tenant_id: str | None, settings: Mapping[str, str] | None = None
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled connection in a transaction scoped to ``tenant_id`` for row-level security.
 
     Database errors become domain errors. With ``tenant_id`` None (server-wide
     tables, maintenance pools) no tenant is declared: RLS then admits no rows.
+    ``settings`` are further transaction-local settings, sent in the same
+    round trip.
     """
+    local = dict(settings or {})
+    if tenant_id is not None:
+        local["memoryd.tenant"] = tenant_id
     with map_pg_errors():
         async with pool.connection() as conn, conn.transaction():
-            if tenant_id is not None:
-                await conn.execute("SELECT set_config('memoryd.tenant', %s, true)", (tenant_id,))
+            if local:
+                calls = sql.SQL(", ").join(
+                    sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Placeholder())
+                    for k in local
+                )
+                await conn.execute(sql.SQL("SELECT {}").format(calls), list(local.values()))
             yield conn
 
 

@@ -175,3 +175,5 @@ class Candidate:
     memory: Memory
     distance: float | None
     text_rank: float
+    # The database's now() when found: recency is measured against it.
+    query_time: dt.datetime

@@ -95,6 +95,7 @@ def _candidates(rows: list[dict[str, Any]]) -> list[Candidate]:
             memory=Memory(**{c: row[c] for c in COLUMNS}),
             distance=row["distance"],
             text_rank=float(row["text_rank"] or 0.0),
+            query_time=row["query_time"],
         )
         for row in rows
     ]
@@ -139,29 +140,29 @@ async def search_memories(
         if query_text else "0::float4"
     )  # fmt: skip
     found: dict[Any, Candidate] = {}
-    async with transaction(pool, tenant_id) as conn:
+    # Iterative scans keep walking the graph until enough rows pass the filter.
+    hnsw = {
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.ef_search": str(max(EF_SEARCH, pool_size)),
+    }
+    async with transaction(pool, tenant_id, hnsw if has_embedding else None) as conn:
         if has_embedding:
-            await conn.execute(
-                "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),"
-                " set_config('hnsw.ef_search', %s, true)",
-                (str(max(EF_SEARCH, pool_size)),),
-            )
             vector = sql.SQL(
-                "SELECT {}, {} AS distance, {} AS text_rank FROM memories WHERE {}"
-                " AND embedding IS NOT NULL ORDER BY embedding <=> %(q)s LIMIT %(k)s"
+                "SELECT {}, {} AS distance, {} AS text_rank, now() AS query_time FROM memories"
+                " WHERE {} AND embedding IS NOT NULL ORDER BY embedding <=> %(q)s LIMIT %(k)s"
             ).format(_RESULT_COLUMNS, distance, text_rank, where)
             for c in await _query(conn, vector, params):
                 found[c.memory.id] = c
         if query_text:
             text = sql.SQL(
-                "SELECT {}, {} AS distance, {} AS text_rank FROM memories WHERE {}"
-                " AND search_text @@ websearch_to_tsquery('english', %(text)s)"
+                "SELECT {}, {} AS distance, {} AS text_rank, now() AS query_time FROM memories"
+                " WHERE {} AND search_text @@ websearch_to_tsquery('english', %(text)s)"
                 " ORDER BY text_rank DESC LIMIT %(k)s"
             ).format(_RESULT_COLUMNS, distance, text_rank, where)
             for c in await _query(conn, text, params):
                 found.setdefault(c.memory.id, c)
-        cur = await conn.execute("SELECT now()")
-        row = await cur.fetchone()
-    assert row is not None
-    ranked = score_candidates(list(found.values()), weights, row[0])
+    if not found:
+        return []
+    now = next(iter(found.values())).query_time
+    ranked = score_candidates(list(found.values()), weights, now)
     return [s for s in ranked if s.score >= min_score][:top_k]
