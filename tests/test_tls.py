@@ -374,3 +374,20 @@ def test_serve_with_a_bad_file_exits_naming_it(tmp_path: Path, pki: Pki, broken:
     assert last.startswith(f"memoryd: error: {broken}: cannot read {missing}"), last
     assert pki.server.key.read_text().splitlines()[1] not in result.stderr
     assert not (tmp_path / "unused").exists()
+
+
+def test_typed_client_over_mtls(mtls_server: ServerThread, pki: Pki, uid: str) -> None:
+    """memoryd.Client's tls= option carries channel credentials (and a client certificate)."""
+    import memoryd
+
+    target = _target(mtls_server)
+    with memoryd.Client(target, tls=_credentials(pki.ca, pki.client)) as client:
+        turn = client.conversations.append(
+            f"tls-{uid}", [memoryd.NewMessage("user", "over mTLS")], create_if_missing=True
+        )
+        assert [m.seq for m in turn.messages] == [1]
+    with (
+        memoryd.Client(target, tls=_credentials(pki.ca), max_attempts=1) as client,
+        pytest.raises(memoryd.Unavailable),
+    ):
+        client.conversations.get(f"tls-{uid}")
