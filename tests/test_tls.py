@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import memoryd
 from memoryd.v1 import conversation_pb2 as pb
 from memoryd.v1 import conversation_pb2_grpc as pb_grpc
 from memoryd_server.config import ENVIRONMENT_VARIABLES, Settings
@@ -378,8 +379,6 @@ def test_serve_with_a_bad_file_exits_naming_it(tmp_path: Path, pki: Pki, broken:
 
 def test_typed_client_over_mtls(mtls_server: ServerThread, pki: Pki, uid: str) -> None:
     """memoryd.Client's tls= option carries channel credentials (and a client certificate)."""
-    import memoryd
-
     target = _target(mtls_server)
     with memoryd.Client(target, tls=_credentials(pki.ca, pki.client)) as client:
         turn = client.conversations.append(
