@@ -9,18 +9,18 @@ from typing import Any
 
 from memoryd._client import convert
 from memoryd._client import types as t
-from memoryd._client.conversations import (
-    _SERVICE,
+from memoryd._client.conversation_calls import (
+    SERVICE,
     MessageInput,
-    _append_request,
-    _append_result,
-    _conversation_fields,
-    _conversations_page,
-    _list_messages_request,
-    _list_request,
-    _messages_page,
-    _update_request,
-    _window,
+    append_request,
+    append_result,
+    conversation_fields,
+    conversations_page,
+    list_messages_request,
+    list_request,
+    messages_page,
+    update_request,
+    window,
 )
 from memoryd._client.transport import AsyncTransport
 from memoryd.v1 import conversation_pb2 as pb
@@ -47,7 +47,7 @@ class AsyncConversations:
     ) -> t.Conversation:
         """Create a conversation (the server assigns an id unless given); retried safely."""
         request = pb.CreateConversationRequest(
-            conversation=_conversation_fields(
+            conversation=conversation_fields(
                 user_id=user_id,
                 agent_id=agent_id,
                 app_name=app_name,
@@ -59,7 +59,7 @@ class AsyncConversations:
             request_id=request_id or str(uuid.uuid4()),
         )
         response = await self._t.call(
-            _SERVICE + "CreateConversation",
+            SERVICE + "CreateConversation",
             request,
             pb.CreateConversationResponse,
             retryable=True,
@@ -70,7 +70,7 @@ class AsyncConversations:
     async def get(self, conversation_id: str, *, timeout: float | None = None) -> t.Conversation:
         """Get a conversation with its totals; NotFound if there is none."""
         response = await self._t.call(
-            _SERVICE + "GetConversation",
+            SERVICE + "GetConversation",
             pb.GetConversationRequest(conversation_id=conversation_id),
             pb.GetConversationResponse,
             retryable=True,
@@ -90,7 +90,7 @@ class AsyncConversations:
         timeout: float | None = None,
     ) -> t.Page[t.Conversation]:
         """One page of conversations, most recent activity first."""
-        request = _list_request(
+        request = list_request(
             user_id=user_id,
             agent_id=agent_id,
             app_name=app_name,
@@ -99,13 +99,13 @@ class AsyncConversations:
             page_token=page_token,
         )
         response = await self._t.call(
-            _SERVICE + "ListConversations",
+            SERVICE + "ListConversations",
             request,
             pb.ListConversationsResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _conversations_page(response)
+        return conversations_page(response)
 
     async def iter(
         self,
@@ -148,7 +148,7 @@ class AsyncConversations:
         timeout: float | None = None,
     ) -> t.Conversation:
         """Replace the fields given (None: unchanged); Aborted on a stale expected_version."""
-        request = _update_request(
+        request = update_request(
             conversation_id,
             title=title,
             status=status,
@@ -158,7 +158,7 @@ class AsyncConversations:
             expected_version=expected_version,
         )
         response = await self._t.call(
-            _SERVICE + "UpdateConversation",
+            SERVICE + "UpdateConversation",
             request,
             pb.UpdateConversationResponse,
             retryable=False,
@@ -169,7 +169,7 @@ class AsyncConversations:
     async def delete(self, conversation_id: str, *, timeout: float | None = None) -> int:
         """Delete a conversation and its messages; returns how many messages went with it."""
         response = await self._t.call(
-            _SERVICE + "DeleteConversation",
+            SERVICE + "DeleteConversation",
             pb.DeleteConversationRequest(conversation_id=conversation_id),
             pb.DeleteConversationResponse,
             retryable=False,
@@ -195,7 +195,7 @@ class AsyncConversations:
         With ``create_if_missing`` a missing conversation is created with the
         given user_id, agent_id, app_name and title.
         """
-        request = _append_request(
+        request = append_request(
             conversation_id,
             messages,
             request_id=request_id,
@@ -206,13 +206,13 @@ class AsyncConversations:
             title=title,
         )
         response = await self._t.call(
-            _SERVICE + "AppendMessages",
+            SERVICE + "AppendMessages",
             request,
             pb.AppendMessagesResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _append_result(response)
+        return append_result(response)
 
     async def list_messages(
         self,
@@ -225,7 +225,7 @@ class AsyncConversations:
         timeout: float | None = None,
     ) -> t.Page[t.Message]:
         """One page of a conversation's messages."""
-        request = _list_messages_request(
+        request = list_messages_request(
             conversation_id,
             newest_first=newest_first,
             start_seq=start_seq,
@@ -233,13 +233,13 @@ class AsyncConversations:
             page_token=page_token,
         )
         response = await self._t.call(
-            _SERVICE + "ListMessages",
+            SERVICE + "ListMessages",
             request,
             pb.ListMessagesResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _messages_page(response)
+        return messages_page(response)
 
     async def iter_messages(
         self,
@@ -284,13 +284,13 @@ class AsyncConversations:
             include_system_messages=include_system_messages,
         )
         response = await self._t.call(
-            _SERVICE + "GetContextWindow",
+            SERVICE + "GetContextWindow",
             request,
             pb.GetContextWindowResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _window(response)
+        return window(response)
 
     async def set_feedback(
         self,
@@ -309,7 +309,7 @@ class AsyncConversations:
             comment=comment,
         )
         response = await self._t.call(
-            _SERVICE + "SetMessageFeedback",
+            SERVICE + "SetMessageFeedback",
             request,
             pb.SetMessageFeedbackResponse,
             retryable=False,

@@ -11,15 +11,15 @@ from typing import Any
 
 from memoryd._client import convert
 from memoryd._client import types as t
-from memoryd._client.memories import (
-    _SERVICE,
-    _at_request,
-    _get_request,
-    _history_page,
-    _memories_page,
-    _namespaces_page,
-    _search_request,
-    _update_request,
+from memoryd._client.memory_calls import (
+    SERVICE,
+    at_request,
+    get_request,
+    history_page,
+    memories_page,
+    namespaces_page,
+    search_request,
+    update_request,
 )
 from memoryd._client.transport import AsyncTransport
 from memoryd.v1 import memory_pb2 as pb
@@ -48,7 +48,7 @@ class AsyncMemories:
             request_id=request_id or str(uuid.uuid4()),
         )
         response = await self._t.call(
-            _SERVICE + "CreateMemory",
+            SERVICE + "CreateMemory",
             request,
             pb.CreateMemoryResponse,
             retryable=True,
@@ -69,7 +69,7 @@ class AsyncMemories:
             request_id=request_id or str(uuid.uuid4()),
         )
         response = await self._t.call(
-            _SERVICE + "BatchCreateMemories",
+            SERVICE + "BatchCreateMemories",
             request,
             pb.BatchCreateMemoriesResponse,
             retryable=True,
@@ -87,8 +87,8 @@ class AsyncMemories:
     ) -> t.Memory:
         """Get a memory by id, or by ``namespace`` and ``key``; NotFound if there is none."""
         response = await self._t.call(
-            _SERVICE + "GetMemory",
-            _get_request(memory_id, namespace, key),
+            SERVICE + "GetMemory",
+            get_request(memory_id, namespace, key),
             pb.GetMemoryResponse,
             retryable=True,
             timeout=timeout,
@@ -137,8 +137,8 @@ class AsyncMemories:
             "expire_time": expire_time,
         }
         response = await self._t.call(
-            _SERVICE + "UpdateMemory",
-            _update_request(memory_id, changes, expected_version, reason),
+            SERVICE + "UpdateMemory",
+            update_request(memory_id, changes, expected_version, reason),
             pb.UpdateMemoryResponse,
             retryable=False,
             timeout=timeout,
@@ -161,7 +161,7 @@ class AsyncMemories:
         if expected_version is not None:
             request.expected_version = expected_version
         response = await self._t.call(
-            _SERVICE + "SupersedeMemory",
+            SERVICE + "SupersedeMemory",
             request,
             pb.SupersedeMemoryResponse,
             retryable=False,
@@ -181,7 +181,7 @@ class AsyncMemories:
     ) -> t.Memory | None:
         """Archive a memory (returned), or with ``purge`` remove it for good (None)."""
         response = await self._t.call(
-            _SERVICE + "DeleteMemory",
+            SERVICE + "DeleteMemory",
             pb.DeleteMemoryRequest(memory_id=memory_id, purge=purge, reason=reason),
             pb.DeleteMemoryResponse,
             retryable=False,
@@ -202,13 +202,13 @@ class AsyncMemories:
             filter=convert.memory_filter_pb(filter), page_size=page_size, page_token=page_token
         )
         response = await self._t.call(
-            _SERVICE + "ListMemories",
+            SERVICE + "ListMemories",
             request,
             pb.ListMemoriesResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _memories_page(response)
+        return memories_page(response)
 
     async def iter(
         self,
@@ -241,7 +241,7 @@ class AsyncMemories:
         timeout: float | None = None,
     ) -> builtins.list[t.SearchResult]:
         """The best matches for a text, an embedding or both, best first."""
-        request = _search_request(
+        request = search_request(
             query_text=query_text,
             query_embedding=query_embedding,
             filter=filter,
@@ -250,7 +250,7 @@ class AsyncMemories:
             weights=weights,
         )
         response = await self._t.call(
-            _SERVICE + "SearchMemories",
+            SERVICE + "SearchMemories",
             request,
             pb.SearchMemoriesResponse,
             retryable=True,
@@ -275,13 +275,13 @@ class AsyncMemories:
             page_token=page_token,
         )
         response = await self._t.call(
-            _SERVICE + "ListNamespaces",
+            SERVICE + "ListNamespaces",
             request,
             pb.ListNamespacesResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _namespaces_page(response)
+        return namespaces_page(response)
 
     async def iter_namespaces(
         self,
@@ -320,13 +320,13 @@ class AsyncMemories:
             memory_id=memory_id, page_size=page_size, page_token=page_token
         )
         response = await self._t.call(
-            _SERVICE + "GetMemoryHistory",
+            SERVICE + "GetMemoryHistory",
             request,
             pb.GetMemoryHistoryResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _history_page(response)
+        return history_page(response)
 
     async def iter_history(
         self,
@@ -350,8 +350,8 @@ class AsyncMemories:
     async def at(self, memory_id: str, time: datetime, *, timeout: float | None = None) -> t.Memory:
         """The memory as it was at ``time``, rebuilt from its history."""
         response = await self._t.call(
-            _SERVICE + "GetMemoryAt",
-            _at_request(memory_id, time),
+            SERVICE + "GetMemoryAt",
+            at_request(memory_id, time),
             pb.GetMemoryAtResponse,
             retryable=True,
             timeout=timeout,

@@ -10,10 +10,10 @@ import grpc
 
 from memoryd._client.async_conversations import AsyncConversations
 from memoryd._client.async_memories import AsyncMemories
-from memoryd._client.conversations import RPC_METHODS as CONVERSATION_RPCS
+from memoryd._client.conversation_calls import RPC_METHODS as CONVERSATION_RPCS
 from memoryd._client.conversations import Conversations
-from memoryd._client.memories import RPC_METHODS as MEMORY_RPCS
 from memoryd._client.memories import Memories
+from memoryd._client.memory_calls import RPC_METHODS as MEMORY_RPCS
 from memoryd._client.retry import RetryPolicy
 from memoryd._client.transport import (
     AsyncTransport,

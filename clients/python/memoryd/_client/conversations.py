@@ -6,170 +6,23 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from google.protobuf import field_mask_pb2
-
 from memoryd._client import convert
 from memoryd._client import types as t
+from memoryd._client.conversation_calls import (
+    SERVICE,
+    MessageInput,
+    append_request,
+    append_result,
+    conversation_fields,
+    conversations_page,
+    list_messages_request,
+    list_request,
+    messages_page,
+    update_request,
+    window,
+)
 from memoryd._client.transport import SyncTransport
 from memoryd.v1 import conversation_pb2 as pb
-
-_SERVICE = "/memoryd.v1.ConversationService/"
-
-# RPC name -> client method name; tests check it covers the whole service.
-RPC_METHODS: dict[str, str] = {
-    "CreateConversation": "create",
-    "GetConversation": "get",
-    "ListConversations": "list",
-    "UpdateConversation": "update",
-    "DeleteConversation": "delete",
-    "AppendMessages": "append",
-    "ListMessages": "list_messages",
-    "GetContextWindow": "context_window",
-    "SetMessageFeedback": "set_feedback",
-}
-
-# Messages accepted by append: NewMessage, or a dict of its field names.
-MessageInput = t.NewMessage | Mapping[str, Any]
-
-
-def _conversation_fields(
-    *,
-    user_id: str = "",
-    agent_id: str = "",
-    app_name: str = "",
-    title: str = "",
-    metadata: Mapping[str, Any] | None = None,
-    state: Mapping[str, Any] | None = None,
-) -> pb.Conversation:
-    return pb.Conversation(
-        user_id=user_id,
-        agent_id=agent_id,
-        app_name=app_name,
-        title=title,
-        metadata=convert.struct(metadata),
-        state=convert.struct(state),
-    )
-
-
-def _update_request(
-    conversation_id: str,
-    *,
-    title: str | None,
-    status: t.ConversationStatus | None,
-    summary: str | None,
-    metadata: Mapping[str, Any] | None,
-    state: Mapping[str, Any] | None,
-    expected_version: int | None,
-) -> pb.UpdateConversationRequest:
-    conv = pb.Conversation(id=conversation_id)
-    paths = []
-    if title is not None:
-        conv.title = title
-        paths.append("title")
-    if status is not None:
-        conv.status = convert.enum_value(pb.ConversationStatus, status, "conversation.status")
-        paths.append("status")
-    if summary is not None:
-        conv.summary = summary
-        paths.append("summary")
-    if metadata is not None:
-        conv.metadata.update(dict(metadata))
-        paths.append("metadata")
-    if state is not None:
-        conv.state.update(dict(state))
-        paths.append("state")
-    request = pb.UpdateConversationRequest(
-        conversation=conv, update_mask=field_mask_pb2.FieldMask(paths=paths)
-    )
-    if expected_version is not None:
-        request.expected_version = expected_version
-    return request
-
-
-def _append_request(
-    conversation_id: str,
-    messages: Sequence[MessageInput],
-    *,
-    request_id: str | None,
-    create_if_missing: bool,
-    user_id: str,
-    agent_id: str,
-    app_name: str,
-    title: str,
-) -> pb.AppendMessagesRequest:
-    return pb.AppendMessagesRequest(
-        conversation_id=conversation_id,
-        messages=[convert.new_message_pb(m, i) for i, m in enumerate(messages)],
-        request_id=request_id or str(uuid.uuid4()),
-        create_if_missing=create_if_missing,
-        conversation=_conversation_fields(
-            user_id=user_id, agent_id=agent_id, app_name=app_name, title=title
-        )
-        if create_if_missing
-        else None,
-    )
-
-
-def _list_request(
-    *,
-    user_id: str,
-    agent_id: str,
-    app_name: str,
-    status: t.ConversationStatus | None,
-    page_size: int,
-    page_token: str,
-) -> pb.ListConversationsRequest:
-    return pb.ListConversationsRequest(
-        page_size=page_size,
-        page_token=page_token,
-        user_id=user_id,
-        agent_id=agent_id,
-        app_name=app_name,
-        status=convert.enum_value(pb.ConversationStatus, status, "status"),
-    )
-
-
-def _list_messages_request(
-    conversation_id: str,
-    *,
-    newest_first: bool,
-    start_seq: int | None,
-    page_size: int,
-    page_token: str,
-) -> pb.ListMessagesRequest:
-    request = pb.ListMessagesRequest(
-        conversation_id=conversation_id,
-        page_size=page_size,
-        page_token=page_token,
-        newest_first=newest_first,
-    )
-    if start_seq is not None:
-        request.start_seq = start_seq
-    return request
-
-
-def _append_result(r: pb.AppendMessagesResponse) -> t.AppendResult:
-    return t.AppendResult(
-        messages=tuple(convert.message(m) for m in r.messages),
-        conversation=convert.conversation(r.conversation),
-    )
-
-
-def _window(r: pb.GetContextWindowResponse) -> t.ContextWindow:
-    return t.ContextWindow(
-        messages=tuple(convert.message(m) for m in r.messages),
-        summary=r.summary,
-        total_tokens=r.total_tokens,
-        omitted_message_count=r.omitted_message_count,
-    )
-
-
-def _conversations_page(r: pb.ListConversationsResponse) -> t.Page[t.Conversation]:
-    return t.Page(tuple(convert.conversation(c) for c in r.conversations), r.next_page_token)
-
-
-def _messages_page(r: pb.ListMessagesResponse) -> t.Page[t.Message]:
-    return t.Page(tuple(convert.message(m) for m in r.messages), r.next_page_token)
 
 
 class Conversations:
@@ -193,7 +46,7 @@ class Conversations:
     ) -> t.Conversation:
         """Create a conversation (the server assigns an id unless given); retried safely."""
         request = pb.CreateConversationRequest(
-            conversation=_conversation_fields(
+            conversation=conversation_fields(
                 user_id=user_id,
                 agent_id=agent_id,
                 app_name=app_name,
@@ -205,7 +58,7 @@ class Conversations:
             request_id=request_id or str(uuid.uuid4()),
         )
         response = self._t.call(
-            _SERVICE + "CreateConversation",
+            SERVICE + "CreateConversation",
             request,
             pb.CreateConversationResponse,
             retryable=True,
@@ -216,7 +69,7 @@ class Conversations:
     def get(self, conversation_id: str, *, timeout: float | None = None) -> t.Conversation:
         """Get a conversation with its totals; NotFound if there is none."""
         response = self._t.call(
-            _SERVICE + "GetConversation",
+            SERVICE + "GetConversation",
             pb.GetConversationRequest(conversation_id=conversation_id),
             pb.GetConversationResponse,
             retryable=True,
@@ -236,7 +89,7 @@ class Conversations:
         timeout: float | None = None,
     ) -> t.Page[t.Conversation]:
         """One page of conversations, most recent activity first."""
-        request = _list_request(
+        request = list_request(
             user_id=user_id,
             agent_id=agent_id,
             app_name=app_name,
@@ -245,13 +98,13 @@ class Conversations:
             page_token=page_token,
         )
         response = self._t.call(
-            _SERVICE + "ListConversations",
+            SERVICE + "ListConversations",
             request,
             pb.ListConversationsResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _conversations_page(response)
+        return conversations_page(response)
 
     def iter(
         self,
@@ -293,7 +146,7 @@ class Conversations:
         timeout: float | None = None,
     ) -> t.Conversation:
         """Replace the fields given (None: unchanged); Aborted on a stale expected_version."""
-        request = _update_request(
+        request = update_request(
             conversation_id,
             title=title,
             status=status,
@@ -303,7 +156,7 @@ class Conversations:
             expected_version=expected_version,
         )
         response = self._t.call(
-            _SERVICE + "UpdateConversation",
+            SERVICE + "UpdateConversation",
             request,
             pb.UpdateConversationResponse,
             retryable=False,
@@ -314,7 +167,7 @@ class Conversations:
     def delete(self, conversation_id: str, *, timeout: float | None = None) -> int:
         """Delete a conversation and its messages; returns how many messages went with it."""
         response = self._t.call(
-            _SERVICE + "DeleteConversation",
+            SERVICE + "DeleteConversation",
             pb.DeleteConversationRequest(conversation_id=conversation_id),
             pb.DeleteConversationResponse,
             retryable=False,
@@ -340,7 +193,7 @@ class Conversations:
         With ``create_if_missing`` a missing conversation is created with the
         given user_id, agent_id, app_name and title.
         """
-        request = _append_request(
+        request = append_request(
             conversation_id,
             messages,
             request_id=request_id,
@@ -351,13 +204,13 @@ class Conversations:
             title=title,
         )
         response = self._t.call(
-            _SERVICE + "AppendMessages",
+            SERVICE + "AppendMessages",
             request,
             pb.AppendMessagesResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _append_result(response)
+        return append_result(response)
 
     def list_messages(
         self,
@@ -370,7 +223,7 @@ class Conversations:
         timeout: float | None = None,
     ) -> t.Page[t.Message]:
         """One page of a conversation's messages."""
-        request = _list_messages_request(
+        request = list_messages_request(
             conversation_id,
             newest_first=newest_first,
             start_seq=start_seq,
@@ -378,13 +231,13 @@ class Conversations:
             page_token=page_token,
         )
         response = self._t.call(
-            _SERVICE + "ListMessages",
+            SERVICE + "ListMessages",
             request,
             pb.ListMessagesResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _messages_page(response)
+        return messages_page(response)
 
     def iter_messages(
         self,
@@ -428,13 +281,13 @@ class Conversations:
             include_system_messages=include_system_messages,
         )
         response = self._t.call(
-            _SERVICE + "GetContextWindow",
+            SERVICE + "GetContextWindow",
             request,
             pb.GetContextWindowResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _window(response)
+        return window(response)
 
     def set_feedback(
         self,
@@ -453,7 +306,7 @@ class Conversations:
             comment=comment,
         )
         response = self._t.call(
-            _SERVICE + "SetMessageFeedback",
+            SERVICE + "SetMessageFeedback",
             request,
             pb.SetMessageFeedbackResponse,
             retryable=False,

@@ -8,120 +8,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf import field_mask_pb2
-
 from memoryd._client import convert
 from memoryd._client import types as t
+from memoryd._client.memory_calls import (
+    SERVICE,
+    at_request,
+    get_request,
+    history_page,
+    memories_page,
+    namespaces_page,
+    search_request,
+    update_request,
+)
 from memoryd._client.transport import SyncTransport
 from memoryd.v1 import memory_pb2 as pb
-
-_SERVICE = "/memoryd.v1.MemoryService/"
-
-# RPC name -> client method name; tests check it covers the whole service.
-RPC_METHODS: dict[str, str] = {
-    "CreateMemory": "create",
-    "BatchCreateMemories": "batch_create",
-    "GetMemory": "get",
-    "UpdateMemory": "update",
-    "SupersedeMemory": "supersede",
-    "DeleteMemory": "delete",
-    "ListMemories": "list",
-    "SearchMemories": "search",
-    "ListNamespaces": "list_namespaces",
-    "GetMemoryHistory": "history",
-    "GetMemoryAt": "at",
-}
-
-# The fields update() may replace, with how each is set on the proto.
-_UPDATABLE = (
-    "content",
-    "subject",
-    "embedding",
-    "embedding_model",
-    "memory_type",
-    "importance",
-    "confidence",
-    "pinned",
-    "tier",
-    "status",
-    "tags",
-    "metadata",
-    "related_to",
-    "contradicts",
-    "expire_time",
-)
-
-
-def _update_request(
-    memory_id: str, changes: Mapping[str, Any], expected_version: int | None, reason: str
-) -> pb.UpdateMemoryRequest:
-    mem = pb.Memory(id=memory_id)
-    paths = []
-    for name in _UPDATABLE:
-        value = changes.get(name)
-        if value is None:
-            continue
-        paths.append(name)
-        if name in ("memory_type", "tier", "status"):
-            enum = {"memory_type": pb.MemoryType, "tier": pb.MemoryTier, "status": pb.MemoryStatus}
-            setattr(mem, name, convert.enum_value(enum[name], value, f"memory.{name}"))
-        elif name == "embedding":
-            mem.embedding.extend(convert.floats(value))
-        elif name in ("tags", "related_to", "contradicts"):
-            getattr(mem, name).extend(convert.strings(value))
-        elif name == "metadata":
-            mem.metadata.update(dict(value))
-        elif name == "expire_time":
-            mem.expire_time.FromDatetime(convert.aware(value))
-        else:
-            setattr(mem, name, value)
-    request = pb.UpdateMemoryRequest(
-        memory=mem, update_mask=field_mask_pb2.FieldMask(paths=paths), reason=reason
-    )
-    if expected_version is not None:
-        request.expected_version = expected_version
-    return request
-
-
-def _get_request(memory_id: str, namespace: Sequence[str] | None, key: str) -> pb.GetMemoryRequest:
-    return pb.GetMemoryRequest(
-        memory_id=memory_id, namespace=convert.strings(namespace or ()), key=key
-    )
-
-
-def _search_request(
-    *,
-    query_text: str,
-    query_embedding: t.Embedding | None,
-    filter: t.MemoryFilter | None,
-    top_k: int,
-    min_score: float,
-    weights: t.RankingWeights | None,
-) -> pb.SearchMemoriesRequest:
-    return pb.SearchMemoriesRequest(
-        filter=convert.memory_filter_pb(filter),
-        query_embedding=convert.floats(query_embedding),
-        query_text=query_text,
-        top_k=top_k,
-        min_score=min_score,
-        weights=convert.weights_pb(weights),
-    )
-
-
-def _at_request(memory_id: str, time: datetime) -> pb.GetMemoryAtRequest:
-    return pb.GetMemoryAtRequest(memory_id=memory_id, time=convert.timestamp(time))
-
-
-def _memories_page(r: pb.ListMemoriesResponse) -> t.Page[t.Memory]:
-    return t.Page(tuple(convert.memory(m) for m in r.memories), r.next_page_token)
-
-
-def _namespaces_page(r: pb.ListNamespacesResponse) -> t.Page[tuple[str, ...]]:
-    return t.Page(tuple(tuple(n.segments) for n in r.namespaces), r.next_page_token)
-
-
-def _history_page(r: pb.GetMemoryHistoryResponse) -> t.Page[t.MemoryEvent]:
-    return t.Page(tuple(convert.memory_event(e) for e in r.events), r.next_page_token)
 
 
 class Memories:
@@ -147,7 +47,7 @@ class Memories:
             request_id=request_id or str(uuid.uuid4()),
         )
         response = self._t.call(
-            _SERVICE + "CreateMemory",
+            SERVICE + "CreateMemory",
             request,
             pb.CreateMemoryResponse,
             retryable=True,
@@ -168,7 +68,7 @@ class Memories:
             request_id=request_id or str(uuid.uuid4()),
         )
         response = self._t.call(
-            _SERVICE + "BatchCreateMemories",
+            SERVICE + "BatchCreateMemories",
             request,
             pb.BatchCreateMemoriesResponse,
             retryable=True,
@@ -186,8 +86,8 @@ class Memories:
     ) -> t.Memory:
         """Get a memory by id, or by ``namespace`` and ``key``; NotFound if there is none."""
         response = self._t.call(
-            _SERVICE + "GetMemory",
-            _get_request(memory_id, namespace, key),
+            SERVICE + "GetMemory",
+            get_request(memory_id, namespace, key),
             pb.GetMemoryResponse,
             retryable=True,
             timeout=timeout,
@@ -236,8 +136,8 @@ class Memories:
             "expire_time": expire_time,
         }
         response = self._t.call(
-            _SERVICE + "UpdateMemory",
-            _update_request(memory_id, changes, expected_version, reason),
+            SERVICE + "UpdateMemory",
+            update_request(memory_id, changes, expected_version, reason),
             pb.UpdateMemoryResponse,
             retryable=False,
             timeout=timeout,
@@ -260,7 +160,7 @@ class Memories:
         if expected_version is not None:
             request.expected_version = expected_version
         response = self._t.call(
-            _SERVICE + "SupersedeMemory",
+            SERVICE + "SupersedeMemory",
             request,
             pb.SupersedeMemoryResponse,
             retryable=False,
@@ -280,7 +180,7 @@ class Memories:
     ) -> t.Memory | None:
         """Archive a memory (returned), or with ``purge`` remove it for good (None)."""
         response = self._t.call(
-            _SERVICE + "DeleteMemory",
+            SERVICE + "DeleteMemory",
             pb.DeleteMemoryRequest(memory_id=memory_id, purge=purge, reason=reason),
             pb.DeleteMemoryResponse,
             retryable=False,
@@ -301,13 +201,13 @@ class Memories:
             filter=convert.memory_filter_pb(filter), page_size=page_size, page_token=page_token
         )
         response = self._t.call(
-            _SERVICE + "ListMemories",
+            SERVICE + "ListMemories",
             request,
             pb.ListMemoriesResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _memories_page(response)
+        return memories_page(response)
 
     def iter(
         self,
@@ -337,7 +237,7 @@ class Memories:
         timeout: float | None = None,
     ) -> builtins.list[t.SearchResult]:
         """The best matches for a text, an embedding or both, best first."""
-        request = _search_request(
+        request = search_request(
             query_text=query_text,
             query_embedding=query_embedding,
             filter=filter,
@@ -346,7 +246,7 @@ class Memories:
             weights=weights,
         )
         response = self._t.call(
-            _SERVICE + "SearchMemories",
+            SERVICE + "SearchMemories",
             request,
             pb.SearchMemoriesResponse,
             retryable=True,
@@ -371,13 +271,13 @@ class Memories:
             page_token=page_token,
         )
         response = self._t.call(
-            _SERVICE + "ListNamespaces",
+            SERVICE + "ListNamespaces",
             request,
             pb.ListNamespacesResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _namespaces_page(response)
+        return namespaces_page(response)
 
     def iter_namespaces(
         self,
@@ -415,13 +315,13 @@ class Memories:
             memory_id=memory_id, page_size=page_size, page_token=page_token
         )
         response = self._t.call(
-            _SERVICE + "GetMemoryHistory",
+            SERVICE + "GetMemoryHistory",
             request,
             pb.GetMemoryHistoryResponse,
             retryable=True,
             timeout=timeout,
         )
-        return _history_page(response)
+        return history_page(response)
 
     def iter_history(
         self,
@@ -442,8 +342,8 @@ class Memories:
     def at(self, memory_id: str, time: datetime, *, timeout: float | None = None) -> t.Memory:
         """The memory as it was at ``time``, rebuilt from its history."""
         response = self._t.call(
-            _SERVICE + "GetMemoryAt",
-            _at_request(memory_id, time),
+            SERVICE + "GetMemoryAt",
+            at_request(memory_id, time),
             pb.GetMemoryAtResponse,
             retryable=True,
             timeout=timeout,
