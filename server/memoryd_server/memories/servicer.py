@@ -15,7 +15,7 @@ from memoryd_server import tenancy
 from memoryd_server.config import Settings
 from memoryd_server.errors import InvalidArgument, NotFound
 from memoryd_server.ids import parse_uuid
-from memoryd_server.memories import convert, history, search, store
+from memoryd_server.memories import batch, convert, history, search, store
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.models import UPDATABLE_FIELDS
 from memoryd_server.pagination import PageTokens, page_size
@@ -76,7 +76,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             convert.new_memory(f"memories[{i}]", m, dim=self._dim, max_bytes=self._max_bytes)
             for i, m in enumerate(request.memories)
         ]
-        ids = await store.batch_create_memories(
+        ids = await batch.batch_create_memories(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
             memories=news, request_id=check_chars("request_id", request.request_id, 128),
             request_hash=request_hash(request),

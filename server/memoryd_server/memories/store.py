@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import uuid
 from typing import Any
 
@@ -32,9 +31,6 @@ from memoryd_server.memories.models import (
 
 Conn = AsyncConnection[Any]
 
-# Statement timeout of a BatchCreateMemories transaction.
-BATCH_STATEMENT_TIMEOUT = "15min"
-
 
 def column_sql(name: str) -> sql.Composable:
     """How a Memory field is read from a ``memories`` row (also in RETURNING)."""
@@ -56,18 +52,7 @@ NEXT_UPDATE_TIME = sql.SQL(
     "greatest(clock_timestamp(), memories.update_time + interval '1 microsecond')"
 )
 # The columns a create writes, in COPY and INSERT order.
-_WRITE_COLUMNS = ("tenant_id", "id", "ns_path", *NEW_COLUMNS)
-# Binary COPY needs each column's type.
-_COPY_TYPES = {
-    "tenant_id": "text", "id": "uuid", "ns_path": "text", "namespace": "text[]",
-    "content": "text", "key": "text", "memory_type": "text", "subject": "text",
-    "embedding": "vector", "embedding_model": "text", "importance": "int2",
-    "confidence": "float4", "pinned": "bool", "tier": "text", "status": "text",
-    "source_kind": "text", "source_conversation_id": "text", "source_message_ids": "text[]",
-    "extraction_model": "text", "user_id": "text", "agent_id": "text", "tags": "text[]",
-    "metadata": "jsonb", "related_to": "uuid[]", "contradicts": "uuid[]",
-    "expire_time": "timestamptz",
-}  # fmt: skip
+WRITE_COLUMNS = ("tenant_id", "id", "ns_path", *NEW_COLUMNS)
 # What an upsert replaces in the memory that holds the key.
 _UPSERT_COLUMNS = tuple(c for c in NEW_COLUMNS if c not in {"namespace", "key", "status"})
 
@@ -82,7 +67,7 @@ def _key_taken(new: NewMemory) -> AlreadyExists:
     )
 
 
-def _write_values(tenant_id: str, memory_id: uuid.UUID, new: NewMemory) -> dict[str, Any]:
+def write_values(tenant_id: str, memory_id: uuid.UUID, new: NewMemory) -> dict[str, Any]:
     values: dict[str, Any] = {"tenant_id": tenant_id, "id": memory_id,
                               "ns_path": ns_path(new.namespace)}  # fmt: skip
     for name in NEW_COLUMNS:
@@ -121,13 +106,13 @@ async def _insert(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in _UPSERT_COLUMNS
         ), next_time=NEXT_UPDATE_TIME)  # fmt: skip
     query = sql.SQL("INSERT INTO memories ({}) VALUES ({}){} RETURNING {}").format(
-        sql.SQL(", ").join(sql.Identifier(c) for c in _WRITE_COLUMNS),
-        sql.SQL(", ").join(sql.Placeholder(c) for c in _WRITE_COLUMNS),
+        sql.SQL(", ").join(sql.Identifier(c) for c in WRITE_COLUMNS),
+        sql.SQL(", ").join(sql.Placeholder(c) for c in WRITE_COLUMNS),
         conflict,
         SELECT_COLUMNS,
     )
     try:
-        rows = await fetch(conn, query, _write_values(tenant_id, memory_id, new))
+        rows = await fetch(conn, query, write_values(tenant_id, memory_id, new))
     except UniqueViolation as exc:
         if exc.diag.constraint_name == "memories_key_idx":
             raise _key_taken(new) from exc
@@ -173,87 +158,6 @@ async def create_memory(
                 resource_id=str(memory.id),
             )  # fmt: skip
         return memory, updated
-
-
-async def batch_create_memories(
-    pool: AsyncConnectionPool,
-    *,
-    tenant_id: str,
-    actor: str,
-    memories: list[NewMemory],
-    request_id: str = "",
-    request_hash: bytes = b"",
-) -> list[uuid.UUID]:
-    """Create all ``memories`` with one binary COPY, in one transaction."""
-    ids = [uuid7() for _ in memories]
-    async with transaction(pool, tenant_id) as conn:
-        if request_id:
-
-            async def replay(_: str, stored: list[uuid.UUID]) -> list[uuid.UUID]:
-                return stored
-
-            replayed = await idempotency.claim_or_replay(
-                conn, tenant_id=tenant_id, request_id=request_id,
-                method="BatchCreateMemories", request_hash=request_hash, resource_id="",
-                replay=replay,
-            )  # fmt: skip
-            if replayed is not None:
-                return replayed
-        # Each row goes through the HNSW index (a few hundred rows/s per core):
-        # a full batch may outlast MEMORYD_STATEMENT_TIMEOUT_MS.
-        await conn.execute(
-            "SELECT set_config('statement_timeout', %s, true)", (BATCH_STATEMENT_TIMEOUT,)
-        )
-        # Row-level security forbids COPY into memories itself: COPY into a
-        # private staging table, then one INSERT that the policy checks.
-        columns = sql.SQL(", ").join(sql.Identifier(c) for c in _WRITE_COLUMNS)
-        await conn.execute(
-            sql.SQL(
-                "CREATE TEMP TABLE memories_batch ON COMMIT DROP AS"
-                " SELECT {} FROM memories WITH NO DATA"
-            ).format(columns)
-        )
-        copy_sql = sql.SQL("COPY memories_batch ({}) FROM STDIN (FORMAT BINARY)").format(columns)
-        async with conn.cursor() as cur:
-            async with cur.copy(copy_sql) as copy:
-                copy.set_types([_COPY_TYPES[c] for c in _WRITE_COLUMNS])
-                for memory_id, new in zip(ids, memories, strict=True):
-                    values = _write_values(tenant_id, memory_id, new)
-                    await copy.write_row([values[c] for c in _WRITE_COLUMNS])
-            try:
-                await cur.execute(
-                    sql.SQL("INSERT INTO memories ({0}) SELECT {0} FROM memories_batch").format(
-                        columns
-                    )
-                )
-            except UniqueViolation as exc:
-                if exc.diag.constraint_name == "memories_key_idx":
-                    raise AlreadyExists(
-                        "a (namespace, key) of the batch is already used or repeated"
-                    ) from exc
-                raise
-            await cur.execute("SELECT now()")
-            row = await cur.fetchone()
-            assert row is not None
-        now: dt.datetime = row[0]
-        created = [
-            _as_created(memory_id, new, now) for memory_id, new in zip(ids, memories, strict=True)
-        ]
-        await history.record_many(conn, tenant_id, created, "created", actor=actor)
-        if request_id:
-            await idempotency.record_items(
-                conn, tenant_id=tenant_id, request_id=request_id, item_ids=ids
-            )
-    return ids
-
-
-def _as_created(memory_id: uuid.UUID, new: NewMemory, now: dt.datetime) -> Memory:
-    """The row COPY wrote for ``new``, rebuilt without reading it back."""
-    values = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMemory)}
-    return Memory(
-        id=memory_id, version=1, superseded_by=None, access_count=0, last_access_time=None,
-        create_time=now, update_time=now, **values,
-    )  # fmt: skip
 
 
 async def get_memory(pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID) -> Memory:
