@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
-from memoryd._client.errors import DeadlineExceeded, MemorydError, from_grpc_error
+from memoryd._client.errors import DeadlineExceeded, from_grpc_error
 from memoryd._client.retry import RetryPolicy
 
 R = TypeVar("R", bound=ProtoMessage)
@@ -37,18 +37,12 @@ def _serialize(message: ProtoMessage) -> bytes:
     return message.SerializeToString()
 
 
-def _give_up(error: MemorydError, attempt: int, cause: BaseException) -> MemorydError:
-    error.attempts = attempt
-    error.__cause__ = cause
-    return error
-
-
-class SyncTransport:
-    """Runs calls on a ``grpc.Channel``, retrying those marked safe."""
+class _Transport:
+    """What both transports share: the stubs, the deadline, the retry decision."""
 
     def __init__(
         self,
-        channel: grpc.Channel,
+        channel: Any,
         *,
         metadata: Metadata,
         default_timeout: float,
@@ -59,6 +53,41 @@ class SyncTransport:
         self._default_timeout = default_timeout
         self._policy = policy
         self._callables: dict[str, Callable[..., Any]] = {}
+
+    def _callable(self, path: str, response_type: type[ProtoMessage]) -> Callable[..., Any]:
+        fn = self._callables.get(path)
+        if fn is None:
+            fn = self._channel.unary_unary(
+                path, request_serializer=_serialize, response_deserializer=response_type.FromString
+            )
+            self._callables[path] = fn
+        return fn
+
+    def _deadline(self, timeout: float | None) -> float:
+        return time.monotonic() + (self._default_timeout if timeout is None else timeout)
+
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        """Seconds left before ``deadline``; DEADLINE_EXCEEDED when none are."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded("the deadline passed before the call was sent")
+        return remaining
+
+    def _retry_delay(
+        self, exc: grpc.RpcError, attempt: int, deadline: float, *, retryable: bool
+    ) -> float:
+        """How long to wait before the next attempt, or the typed error to raise."""
+        error = from_grpc_error(exc)
+        delay = self._policy.delay(error, attempt) if retryable else None
+        if delay is None or time.monotonic() + delay >= deadline:
+            error.attempts = attempt
+            raise error from exc
+        return delay
+
+
+class SyncTransport(_Transport):
+    """Runs calls on a ``grpc.Channel``, retrying those marked safe."""
 
     def call(
         self,
@@ -70,47 +99,21 @@ class SyncTransport:
         timeout: float | None,
     ) -> R:
         """Call ``path`` until it succeeds, fails for good, or the deadline passes."""
-        fn = self._callables.get(path)
-        if fn is None:
-            fn = self._channel.unary_unary(
-                path,
-                request_serializer=_serialize,
-                response_deserializer=response_type.FromString,
-            )
-            self._callables[path] = fn
-        deadline = time.monotonic() + (self._default_timeout if timeout is None else timeout)
+        fn = self._callable(path, response_type)
+        deadline = self._deadline(timeout)
         attempt = 0
         while True:
             attempt += 1
             try:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineExceeded("the deadline passed before the call was sent")
+                remaining = self._remaining(deadline)
                 return cast(R, fn(request, timeout=remaining, metadata=self._metadata))
             except grpc.RpcError as exc:
-                error = from_grpc_error(exc)
-                delay = self._policy.delay(error, attempt) if retryable else None
-                if delay is None or time.monotonic() + delay >= deadline:
-                    raise _give_up(error, attempt, exc) from exc
+                delay = self._retry_delay(exc, attempt, deadline, retryable=retryable)
             time.sleep(delay)
 
 
-class AsyncTransport:
+class AsyncTransport(_Transport):
     """Runs calls on a ``grpc.aio.Channel``, retrying those marked safe."""
-
-    def __init__(
-        self,
-        channel: grpc.aio.Channel,
-        *,
-        metadata: Metadata,
-        default_timeout: float,
-        policy: RetryPolicy,
-    ) -> None:
-        self._channel = channel
-        self._metadata = metadata
-        self._default_timeout = default_timeout
-        self._policy = policy
-        self._callables: dict[str, Callable[..., Any]] = {}
 
     async def call(
         self,
@@ -122,26 +125,14 @@ class AsyncTransport:
         timeout: float | None,
     ) -> R:
         """Call ``path`` until it succeeds, fails for good, or the deadline passes."""
-        fn = self._callables.get(path)
-        if fn is None:
-            fn = self._channel.unary_unary(
-                path,
-                request_serializer=_serialize,
-                response_deserializer=response_type.FromString,
-            )
-            self._callables[path] = fn
-        deadline = time.monotonic() + (self._default_timeout if timeout is None else timeout)
+        fn = self._callable(path, response_type)
+        deadline = self._deadline(timeout)
         attempt = 0
         while True:
             attempt += 1
             try:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise DeadlineExceeded("the deadline passed before the call was sent")
+                remaining = self._remaining(deadline)
                 return cast(R, await fn(request, timeout=remaining, metadata=self._metadata))
             except grpc.RpcError as exc:
-                error = from_grpc_error(exc)
-                delay = self._policy.delay(error, attempt) if retryable else None
-                if delay is None or time.monotonic() + delay >= deadline:
-                    raise _give_up(error, attempt, exc) from exc
+                delay = self._retry_delay(exc, attempt, deadline, retryable=retryable)
             await asyncio.sleep(delay)
