@@ -12,6 +12,7 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from memoryd.v1 import conversation_pb2_grpc
+from memoryd_server.auth import keys
 from memoryd_server.background import BackgroundServer
 from memoryd_server.config import Settings
 from memoryd_server.telemetry import configure_logging
@@ -72,6 +74,8 @@ def test_settings(pg_uri: str) -> Settings:
         embedding_dim=384,
         max_receive_bytes=32 * 1024 * 1024,
         expiry_interval_seconds=0.5,
+        # Most tests exercise the API in the single-tenant mode; auth_server has keys.
+        auth="off",
     )
 
 
@@ -82,6 +86,78 @@ def memoryd_server(test_settings: Settings, server_log: Path) -> Iterator[Server
     server = ServerThread(test_settings)
     yield server
     server.stop()
+
+
+# MEMORYD_ADMIN_KEY of auth_server.
+ADMIN_SECRET = "test-operator-key-" + "0123456789abcdef" * 2
+
+
+@pytest.fixture(scope="session")
+def auth_server(test_settings: Settings, server_log: Path) -> Iterator[ServerThread]:
+    """A second memoryd on the same database with MEMORYD_AUTH=on."""
+    del server_log
+    server = ServerThread(
+        test_settings.replace(auth="on", admin_key=ADMIN_SECRET, auth_cache_seconds=1.0)
+    )
+    yield server
+    server.stop()
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    """A tenant made for one test, with a key of each role (their secrets)."""
+
+    tenant_id: str
+    viewer: str
+    member: str
+    admin: str
+    # Key ids by role.
+    key_ids: dict[str, str]
+
+    def metadata(self, role: str = "member") -> tuple[tuple[str, str], ...]:
+        """gRPC call metadata presenting this tenant's ``role`` key."""
+        return (("authorization", f"Bearer {getattr(self, role)}"),)
+
+
+def create_tenant_keys(conn: psycopg.Connection[Any], tenant_id: str) -> TenantKeys:
+    """Create ``tenant_id`` and a viewer, member and admin key behind the API."""
+    conn.execute("INSERT INTO tenants (tenant_id) VALUES (%s)", (tenant_id,))
+    secrets: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    for role in ("viewer", "member", "admin"):
+        secret = keys.new_secret()
+        key_id = str(uuid.uuid4())
+        conn.execute(
+            "INSERT INTO api_keys (key_id, tenant_id, name, role, prefix, secret_hash, created_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'test')",
+            (
+                key_id,
+                tenant_id,
+                f"{role} of {tenant_id}",
+                role,
+                keys.prefix_of(secret),
+                keys.hash_secret(secret),
+            ),
+        )
+        secrets[role] = secret
+        ids[role] = key_id
+    return TenantKeys(tenant_id, key_ids=ids, **secrets)
+
+
+@pytest.fixture
+def tenant(pg_uri: str, auth_server: ServerThread) -> TenantKeys:
+    """A fresh tenant with keys of every role, on auth_server."""
+    del auth_server  # its migrations made the tables
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        return create_tenant_keys(conn, f"t-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def other_tenant(pg_uri: str, auth_server: ServerThread) -> TenantKeys:
+    """A second fresh tenant, to check that ``tenant`` never sees it."""
+    del auth_server
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        return create_tenant_keys(conn, f"o-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="module")

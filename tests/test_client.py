@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 import memoryd
-from memoryd.v1 import conversation_pb2, memory_pb2
+from memoryd.v1 import admin_pb2, conversation_pb2, memory_pb2
 
-from .conftest import ServerThread
+from .conftest import ServerThread, TenantKeys, create_tenant_keys
 
 DIM = 384
 
@@ -33,15 +34,23 @@ def _embedding(seed: int) -> list[float]:
     return [((i * 7 + seed * 13) % 11 + 1) / 11.0 for i in range(DIM)]
 
 
+@pytest.fixture(scope="module")
+def keys(pg_uri: str, auth_server: ServerThread) -> TenantKeys:
+    """This module's tenant on the server with auth on: the client sends real keys."""
+    del auth_server  # its migrations made the tables
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        return create_tenant_keys(conn, f"client-{uuid.uuid4().hex[:8]}")
+
+
 @pytest.fixture
-def client(memoryd_server: ServerThread) -> Iterator[memoryd.Client]:
-    with memoryd.Client(memoryd_server.addr, api_key="test-key") as c:
+def client(auth_server: ServerThread, keys: TenantKeys) -> Iterator[memoryd.Client]:
+    with memoryd.Client(auth_server.addr, api_key=keys.member) as c:
         yield c
 
 
 def test_every_rpc_has_a_client_method() -> None:
-    """Both services' RPCs all appear in RPC_METHODS, on both clients' namespaces."""
-    for file in (conversation_pb2.DESCRIPTOR, memory_pb2.DESCRIPTOR):
+    """Every service's RPCs all appear in RPC_METHODS, on both clients' namespaces."""
+    for file in (conversation_pb2.DESCRIPTOR, memory_pb2.DESCRIPTOR, admin_pb2.DESCRIPTOR):
         for service in file.services_by_name.values():
             attr, methods = memoryd.RPC_METHODS[service.full_name]
             assert set(methods) == {m.name for m in service.methods}, service.full_name
@@ -49,6 +58,7 @@ def test_every_rpc_has_a_client_method() -> None:
                 namespace = {
                     "conversations": (memoryd.Conversations, memoryd.AsyncConversations),
                     "memories": (memoryd.Memories, memoryd.AsyncMemories),
+                    "admin": (memoryd.Admin, memoryd.AsyncAdmin),
                 }[attr][cls is memoryd.AsyncClient]
                 for rpc, method in methods.items():
                     assert callable(getattr(namespace, method, None)), (cls, rpc, method)
@@ -114,7 +124,7 @@ def test_sync_agent_turn(client: memoryd.Client, uid: str) -> None:
     assert client.memories.get(namespace=[uid, "prefs"], key="drink").id == mem.id
 
 
-def test_async_agent_turn(memoryd_server: ServerThread, uid: str) -> None:
+def test_async_agent_turn(auth_server: ServerThread, keys: TenantKeys, uid: str) -> None:
     """The same turn on AsyncClient, with a numpy-like embedding."""
 
     class Array:
@@ -125,7 +135,7 @@ def test_async_agent_turn(memoryd_server: ServerThread, uid: str) -> None:
             return self.values
 
     async def turn() -> None:
-        async with memoryd.AsyncClient(memoryd_server.addr, api_key="k") as client:
+        async with memoryd.AsyncClient(auth_server.addr, api_key=keys.member) as client:
             conv_id = f"async-{uid}"
             result = await client.conversations.append(
                 conv_id,
@@ -150,6 +160,23 @@ def test_async_agent_turn(memoryd_server: ServerThread, uid: str) -> None:
                 await client.conversations.get(f"missing-{uid}")
 
     asyncio.run(turn())
+
+
+def test_key_errors_are_typed(auth_server: ServerThread, keys: TenantKeys, uid: str) -> None:
+    """No key or a wrong one is Unauthenticated; a viewer's write is PermissionDenied."""
+    with memoryd.Client(auth_server.addr) as anonymous, pytest.raises(memoryd.Unauthenticated):
+        anonymous.conversations.get(f"c-{uid}")
+    with (
+        memoryd.Client(auth_server.addr, api_key="mdk_wrong") as wrong,
+        pytest.raises(memoryd.Unauthenticated) as info,
+    ):
+        wrong.conversations.get(f"c-{uid}")
+    assert info.value.attempts == 1  # not retried: a retry cannot fix a key
+    with memoryd.Client(auth_server.addr, api_key=keys.viewer) as viewer:
+        with pytest.raises(memoryd.PermissionDenied):
+            viewer.conversations.create(conversation_id=f"c-{uid}")
+        with pytest.raises(memoryd.NotFound):
+            viewer.conversations.get(f"c-{uid}")
 
 
 def test_conversation_crud_and_feedback(client: memoryd.Client, uid: str) -> None:
@@ -202,7 +229,7 @@ def test_memory_lifecycle(client: memoryd.Client, uid: str) -> None:
 
 
 def test_iterators_walk_to_the_end(
-    client: memoryd.Client, memoryd_server: ServerThread, uid: str
+    client: memoryd.Client, auth_server: ServerThread, keys: TenantKeys, uid: str
 ) -> None:
     """Every iterator yields every item once, across several pages."""
     for i in range(5):
@@ -225,7 +252,7 @@ def test_iterators_walk_to_the_end(
     assert spaces == [(uid, f"ns{i}") for i in range(5)]
 
     async def walk() -> tuple[list[str], list[int]]:
-        async with memoryd.AsyncClient(memoryd_server.addr) as ac:
+        async with memoryd.AsyncClient(auth_server.addr, api_key=keys.viewer) as ac:
             cs = [c.id async for c in ac.conversations.iter(user_id=f"it-{uid}", page_size=2)]
             ms = [m.seq async for m in ac.conversations.iter_messages(f"it-{uid}-1", page_size=2)]
             return cs, ms
@@ -399,7 +426,8 @@ class FlakyProxy(grpc.GenericRpcHandler):
 
         def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
             self.metadata.extend(context.invocation_metadata())  # type: ignore[arg-type]
-            response: bytes = forward(request, timeout=10)
+            credentials = [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
+            response: bytes = forward(request, timeout=10, metadata=credentials)
             if method.endswith("/AppendMessages"):
                 self.append_calls += 1
                 if self.append_calls == 1:
@@ -410,8 +438,8 @@ class FlakyProxy(grpc.GenericRpcHandler):
 
 
 @pytest.fixture
-def flaky_proxy(memoryd_server: ServerThread) -> Iterator[tuple[str, FlakyProxy]]:
-    with grpc.insecure_channel(memoryd_server.addr) as upstream:
+def flaky_proxy(auth_server: ServerThread) -> Iterator[tuple[str, FlakyProxy]]:
+    with grpc.insecure_channel(auth_server.addr) as upstream:
         proxy = FlakyProxy(upstream)
         server = grpc.server(futures.ThreadPoolExecutor(4), handlers=[proxy])
         port = server.add_insecure_port("127.0.0.1:0")
@@ -423,18 +451,18 @@ def flaky_proxy(memoryd_server: ServerThread) -> Iterator[tuple[str, FlakyProxy]
 
 
 def test_retried_append_does_not_duplicate(
-    flaky_proxy: tuple[str, FlakyProxy], client: memoryd.Client, uid: str
+    flaky_proxy: tuple[str, FlakyProxy], client: memoryd.Client, keys: TenantKeys, uid: str
 ) -> None:
     """The client retries an UNAVAILABLE append under the same request_id: one copy lands."""
     addr, proxy = flaky_proxy
-    with memoryd.Client(addr, api_key="secret", initial_backoff=0.01) as flaky:
+    with memoryd.Client(addr, api_key=keys.member, initial_backoff=0.01) as flaky:
         result = flaky.conversations.append(
             f"dup-{uid}", [memoryd.NewMessage("user", "once")], create_if_missing=True
         )
     assert proxy.append_calls == 2
     assert [m.seq for m in result.messages] == [1]
     assert [m.content for m in client.conversations.iter_messages(f"dup-{uid}")] == ["once"]
-    assert ("authorization", "Bearer secret") in proxy.metadata
+    assert ("authorization", f"Bearer {keys.member}") in proxy.metadata
 
 
 MYPY_SCRIPT = """

@@ -69,6 +69,15 @@ PARSED = [
     ("MEMORYD_TLS_CERT", "/etc/memoryd/server.pem", "tls_cert", Path("/etc/memoryd/server.pem")),
     ("MEMORYD_TLS_KEY", "/etc/memoryd/key.pem", "tls_key", Path("/etc/memoryd/key.pem")),
     ("MEMORYD_TLS_CLIENT_CA", "/etc/memoryd/ca.pem", "tls_client_ca", Path("/etc/memoryd/ca.pem")),
+    ("MEMORYD_AUTH", "ON", "auth", "on"),
+    ("MEMORYD_AUTH", "off", "auth", "off"),
+    ("MEMORYD_ADMIN_KEY", "k" * 40, "admin_key", "k" * 40),
+    ("MEMORYD_AUTH_CACHE_SECONDS", "2.5", "auth_cache_seconds", 2.5),
+    ("MEMORYD_QUOTA_REQUESTS_PER_SECOND", "12.5", "quota_requests_per_second", 12.5),
+    ("MEMORYD_QUOTA_REQUESTS_PER_SECOND", "0", "quota_requests_per_second", 0.0),
+    ("MEMORYD_QUOTA_BURST", "50", "quota_burst", 50),
+    ("MEMORYD_QUOTA_MAX_MEMORIES", "0", "quota_max_memories", 0),
+    ("MEMORYD_QUOTA_MAX_CONVERSATIONS", "500", "quota_max_conversations", 500),
 ]
 
 # Variables valid only together with others (the values are those of PARSED).
@@ -170,6 +179,14 @@ def test_all_variables_together() -> None:
         ("DATABASE_URL", "mysql://root@db/memoryd"),
         ("DATABASE_URL", "sqlite:///memoryd.db"),
         ("DATABASE_URL", "host=db dbname=memoryd"),
+        ("MEMORYD_AUTH", "maybe"),
+        ("MEMORYD_AUTH", "true"),
+        ("MEMORYD_ADMIN_KEY", "short"),
+        ("MEMORYD_AUTH_CACHE_SECONDS", "0"),
+        ("MEMORYD_QUOTA_REQUESTS_PER_SECOND", "-1"),
+        ("MEMORYD_QUOTA_REQUESTS_PER_SECOND", "inf"),
+        ("MEMORYD_QUOTA_BURST", "-1"),
+        ("MEMORYD_QUOTA_MAX_MEMORIES", "lots"),
     ],
 )
 def test_bad_value_names_variable(var: str, value: str) -> None:
@@ -191,6 +208,33 @@ def test_min_pool_equal_to_max_accepted() -> None:
     """A fixed-size pool (min == max) is valid."""
     env = {"MEMORYD_POOL_MIN_SIZE": "5", "MEMORYD_POOL_MAX_SIZE": "5"}
     assert Settings.from_env(env).pool_min_size == 5
+
+
+@pytest.mark.parametrize(
+    ("env", "enabled"),
+    [
+        ({}, False),  # loopback + embedded: a developer's machine
+        ({"MEMORYD_ADDR": "localhost:50051"}, False),
+        ({"MEMORYD_ADDR": "[::1]:50051"}, False),
+        ({"MEMORYD_ADDR": "127.0.0.2:50051"}, False),
+        ({"MEMORYD_ADDR": "0.0.0.0:50051"}, True),
+        ({"MEMORYD_ADDR": "[::]:50051"}, True),
+        ({"MEMORYD_ADDR": "10.0.0.5:50051"}, True),
+        ({"MEMORYD_ADDR": "memoryd.internal:50051"}, True),
+        ({"DATABASE_URL": "postgresql://db/m"}, True),  # a shared database
+        ({"MEMORYD_ADDR": "0.0.0.0:50051", "MEMORYD_AUTH": "off"}, False),
+        ({"MEMORYD_AUTH": "on"}, True),
+    ],
+)
+def test_auth_default_depends_on_exposure(env: dict[str, str], enabled: bool) -> None:
+    """Auth is off by default only on loopback with the embedded database, unless set."""
+    assert Settings.from_env(env).auth_enabled is enabled
+
+
+def test_admin_key_not_in_repr() -> None:
+    """The operator key never reaches a log line through the settings' repr."""
+    secret = "s3cret-" + "x" * 40
+    assert secret not in repr(Settings.from_env({"MEMORYD_ADMIN_KEY": secret}))
 
 
 def test_receive_limit_below_content_limit_rejected() -> None:

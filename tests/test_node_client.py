@@ -12,11 +12,13 @@ import json
 import os
 import shutil
 import subprocess
+import uuid
 from typing import Any
 
+import psycopg
 import pytest
 
-from tests.conftest import REPO, ServerThread
+from tests.conftest import REPO, ServerThread, TenantKeys, create_tenant_keys
 
 NODE_DIR = REPO / "tests" / "node"
 CLIENT = NODE_DIR / "client.mjs"
@@ -60,9 +62,17 @@ def _run_client(addr: str, *args: str, env: dict[str, str] | None = None) -> dic
 
 
 @pytest.fixture(scope="module")
-def node_result(memoryd_server: ServerThread) -> dict[str, Any]:
-    """One run of the Node.js client against the session's server, without an API key."""
-    return _run_client(memoryd_server.addr)
+def node_tenant(pg_uri: str, auth_server: ServerThread) -> TenantKeys:
+    """A tenant of the server with auth on, with keys for the Node.js client."""
+    del auth_server  # its migrations made the tables
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        return create_tenant_keys(conn, f"node-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def node_result(auth_server: ServerThread, node_tenant: TenantKeys) -> dict[str, Any]:
+    """One run of the Node.js client against the server with auth on, with a member key."""
+    return _run_client(auth_server.addr, node_tenant.member)
 
 
 def test_appends_get_gapless_seqs_and_idempotent_retries(node_result: dict[str, Any]) -> None:
@@ -126,11 +136,45 @@ def test_not_found_has_code_and_readable_details(node_result: dict[str, Any]) ->
     }
 
 
-def test_api_key_from_the_environment_is_sent_and_accepted(memoryd_server: ServerThread) -> None:
-    """MEMORYD_API_KEY goes out as ``authorization: Bearer``; today's server ignores it."""
-    output = _run_client(memoryd_server.addr, env={"MEMORYD_API_KEY": "node-test-key"})
+def test_api_key_from_the_environment_is_sent_and_accepted(
+    auth_server: ServerThread, node_tenant: TenantKeys
+) -> None:
+    """MEMORYD_API_KEY goes out as ``authorization: Bearer`` and the server accepts it."""
+    output = _run_client(auth_server.addr, env={"MEMORYD_API_KEY": node_tenant.member})
     assert output["authorization_sent"] is True
     assert output["conversation"]["append_seqs"] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("key", ["", "mdk_not-a-real-key"])
+def test_calls_without_a_valid_key_are_unauthenticated(auth_server: ServerThread, key: str) -> None:
+    """Without a key, or with an unknown one, the first call fails with UNAUTHENTICATED."""
+    result = subprocess.run(
+        [_node(), str(CLIENT), auth_server.addr],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "MEMORYD_API_KEY": key},
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    assert "UNAUTHENTICATED" in result.stderr, result.stderr
+
+
+def test_a_viewer_key_may_not_write(auth_server: ServerThread, node_tenant: TenantKeys) -> None:
+    """The Node.js client's first write with a viewer key fails with PERMISSION_DENIED."""
+    result = subprocess.run(
+        [_node(), str(CLIENT), auth_server.addr, node_tenant.viewer],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        cwd=REPO,
+        env=dict(os.environ),
+    )
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "PERMISSION_DENIED" in result.stderr, result.stderr
 
 
 def test_client_exits_non_zero_when_the_server_is_unreachable() -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from memoryd_server.database import APP_ROLE, MAINTENANCE_ROLE, transaction
+from memoryd_server.auth import keys
+from memoryd_server.database import APP_ROLE, MAINTENANCE_ROLE, OPERATOR_ROLE, transaction
 from memoryd_server.errors import MemorydError
 from memoryd_server.tenancy import DEFAULT_TENANT
 
@@ -72,7 +73,7 @@ def test_every_tenant_table_forces_row_level_security(db, memoryd_server):
 def test_server_roles_cannot_bypass_row_level_security(db, memoryd_server):
     """The roles the server works as are not superusers, own no table, lack BYPASSRLS."""
     assert memoryd_server.port  # its migrations have run
-    for role in (APP_ROLE, MAINTENANCE_ROLE):
+    for role in (APP_ROLE, MAINTENANCE_ROLE, OPERATOR_ROLE):
         row = db.execute(
             "SELECT rolsuper, rolbypassrls, (SELECT count(*) FROM pg_class"
             " WHERE relowner = r.oid) FROM pg_roles r WHERE rolname = %s",
@@ -141,3 +142,44 @@ def test_upkeep_role_reaches_memories_but_not_conversations(memoryd_server, othe
     assert (other_tenant_rows["memory"],) in seen
     with pytest.raises((psycopg.errors.InsufficientPrivilege, MemorydError)):
         memoryd_server.run(run("SELECT count(*) FROM conversations"))
+
+
+def _as_key_holder(memoryd_server: Any, secret: str, query: str) -> list:
+    """Run ``query`` as authentication does: no tenant, only a presented key's hash."""
+
+    async def run() -> list:
+        settings = {"memoryd.key_hash": keys.hash_secret(secret).hex()}
+        async with transaction(_pool(memoryd_server), None, settings) as conn:
+            cur = await conn.execute(query)
+            return await cur.fetchall()
+
+    return memoryd_server.run(run())
+
+
+def test_a_presented_key_reveals_only_itself_and_its_tenant(memoryd_server, tenant, other_tenant):
+    """Before its tenant is known, a request sees the one key it holds and that key's tenant."""
+    seen = _as_key_holder(memoryd_server, tenant.member, "SELECT key_id::text FROM api_keys")
+    assert seen == [(tenant.key_ids["member"],)]
+    tenants = _as_key_holder(memoryd_server, tenant.member, "SELECT tenant_id FROM tenants")
+    assert tenants == [(tenant.tenant_id,)]
+    assert other_tenant.tenant_id not in str(tenants)
+    for table in ("conversations", "memories"):  # a key hash opens no tenant data
+        count = _as_key_holder(memoryd_server, tenant.member, f"SELECT count(*) FROM {table}")
+        assert count == [(0,)], table
+
+
+def test_an_unknown_key_or_none_sees_no_keys_or_tenants(memoryd_server, tenant):
+    """Without a declared tenant, a wrong key hash or none at all sees no key and no tenant."""
+    assert tenant.member
+    assert _as_key_holder(memoryd_server, keys.new_secret(), "SELECT count(*) FROM api_keys") == [
+        (0,)
+    ]
+    assert _query(memoryd_server, None, "SELECT count(*) FROM api_keys") == [(0,)]
+    assert _query(memoryd_server, None, "SELECT count(*) FROM tenants") == [(0,)]
+
+
+def test_a_tenant_sees_only_its_own_keys(memoryd_server, tenant, other_tenant):
+    """An unfiltered read of api_keys as one tenant returns that tenant's keys only."""
+    rows = _query(memoryd_server, tenant.tenant_id, "SELECT DISTINCT tenant_id FROM api_keys")
+    assert rows == [(tenant.tenant_id,)]
+    assert other_tenant.tenant_id

@@ -265,6 +265,10 @@ def test_serve_sigterm_restart_keeps_data_then_sigint(
     assert isinstance(access["duration_ms"], int | float)
     assert access["duration_ms"] >= 0
     assert access["peer"].startswith(("ipv4:127.0.0.1:", "ipv6:"))
+    # Loopback with the embedded database: auth is off, every call is "default".
+    assert (access["tenant"], access["key_id"]) == ("default", "anonymous")
+    (serving,) = [e for e in events if e["event"] == "serving"]
+    assert serving["auth"] == "off"
     assert all("level" in e and "timestamp" in e for e in events)
     names = [e["event"] for e in events]
     assert "serving" in names
@@ -369,7 +373,7 @@ def test_health_not_serving_while_database_is_down(pg_dir: Path, server_log: Pat
     try:
         uri = postgres.get_uri()
         server = ServerThread(
-            Settings(addr="127.0.0.1:0", database_url=uri, health_interval_seconds=0.3)
+            Settings(addr="127.0.0.1:0", database_url=uri, health_interval_seconds=0.3, auth="off")
         )
         try:
             with grpc.insecure_channel(server.addr) as channel:

@@ -153,6 +153,7 @@ def _settings(pg_uri: str, pki: Pki, *, client_ca: Path | None = None) -> Settin
         tls_cert=pki.server.cert,
         tls_key=pki.server.key,
         tls_client_ca=client_ca,
+        auth="off",  # the transport is under test here, not keys
     )
 
 

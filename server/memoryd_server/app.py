@@ -16,8 +16,18 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd.v1 import conversation_pb2, conversation_pb2_grpc, memory_pb2, memory_pb2_grpc
+from memoryd.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    conversation_pb2,
+    conversation_pb2_grpc,
+    memory_pb2,
+    memory_pb2_grpc,
+)
 from memoryd_server import database, idempotency, tls
+from memoryd_server.admin.servicer import AdminServicer
+from memoryd_server.auth.interceptor import AuthInterceptor
+from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.config import Settings
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
@@ -26,13 +36,18 @@ from memoryd_server.memories import upkeep
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.servicer import MemoryServicer
 from memoryd_server.pagination import PageTokens
+from memoryd_server.ratelimit import RateLimiter
 from memoryd_server.telemetry import configure_tracing
 
 log = structlog.get_logger("memoryd")
 
+# Request metadata (headers) a call may carry; larger fails with RESOURCE_EXHAUSTED.
+MAX_METADATA_BYTES = 16 * 1024
+
 SERVICE_NAMES = (
     conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
     memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
 )
 
 
@@ -52,6 +67,10 @@ class Memoryd:
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._serving: bool | None = None
+        # Verified API keys; None when MEMORYD_AUTH is off.
+        self.keys: KeyVerifier | None = None
+        # This replica's request rate per tenant (used when MEMORYD_AUTH is on).
+        self.limiter = RateLimiter(settings)
 
     async def start(self) -> int:
         """Start the database, migrate, open the pool and listen; returns the port."""
@@ -75,6 +94,9 @@ class Memoryd:
             self._pool, name="page_token", value=secrets.token_bytes(32)
         )
         access = AccessRecorder(self._pool)
+        if self.settings.auth_enabled:
+            self.keys = KeyVerifier(self._pool, self.settings)
+            await self._check_operator_access()
         self._server = self._build_server(self._pool, PageTokens(secret), access, credentials)
         await self._server.start()
         await self._set_serving(True)
@@ -90,8 +112,25 @@ class Memoryd:
             port=self.port,
             pid=os.getpid(),
             tls=self.settings.tls_mode,
+            auth="on" if self.settings.auth_enabled else "off",
         )
         return self.port
+
+    async def _check_operator_access(self) -> None:
+        """Warn when nobody could manage tenants: no admin key and no operator key."""
+        if self.settings.admin_key is not None:
+            return
+        assert self._pool is not None
+        async with database.transaction(self._pool, None, {"role": database.OPERATOR_ROLE}) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM api_keys WHERE role = 'operator' AND revoke_time IS NULL"
+            )
+            row = await cur.fetchone()
+        if row is None or row[0] == 0:
+            log.warning(
+                "no_operator_key",
+                hint="set MEMORYD_ADMIN_KEY, or run: memoryd keys create --operator --name NAME",
+            )
 
     async def _database_url(self) -> str:
         if self.settings.database_url is not None:
@@ -109,10 +148,19 @@ class Memoryd:
         provider = configure_tracing(self.settings)
         tracing = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
         server = grpc.aio.server(
-            interceptors=[tracing, AccessLogInterceptor(), ErrorInterceptor()],
+            interceptors=[
+                tracing,
+                AccessLogInterceptor(),
+                AuthInterceptor(self.keys, self.limiter),
+                ErrorInterceptor(),
+            ],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_receive_bytes),
                 ("grpc.so_reuseport", 0),
+                # Soft limit = hard limit: between the two gRPC refuses calls at
+                # random, so an oversized authorization header got a random status.
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+                ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ],
         )
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
@@ -120,6 +168,9 @@ class Memoryd:
         )
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(
             MemoryServicer(pool, self.settings, tokens, access), server
+        )
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(pool, self.settings, tokens, self.keys), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

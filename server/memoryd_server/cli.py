@@ -1,4 +1,4 @@
-"""The ``memoryd`` command: serve, migrate, export, import, import-peer."""
+"""The ``memoryd`` command: serve, migrate, export, import, import-peer, tenants, keys, users."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from memoryd_server import database
+from memoryd_server.admin import cli as admin_cli
 from memoryd_server.app import serve
 from memoryd_server.config import ConfigError, Settings
 from memoryd_server.database import EmbeddedDatabase, StartupError
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         "import-peer", help="import a LangGraph store dump or a Mem0 export through the API"
     )
     peers.add_arguments(peer)
+    admin_cli.add_commands(commands.add_parser)
     return parser
 
 
@@ -138,11 +140,23 @@ def _import(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def _create_operator_key(settings: Settings, args: argparse.Namespace) -> None:
+    if args.tenant or args.role:
+        raise ConfigError("keys create --operator: operator keys take no --tenant or --role")
+    expires = admin_cli.expire_time(args)
+    created = _with_database(
+        settings, lambda url: admin_cli.create_operator_key(url, name=args.name, expires=expires)
+    )
+    admin_cli.print_bootstrapped(created, as_json=args.json)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``memoryd`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
     if args.command == "import-peer":  # a client of a running server: no server settings
         return peers.run(args, os.environ)
+    if args.command in admin_cli.COMMANDS and not admin_cli.writes_database(args):
+        return admin_cli.run(args, os.environ)
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
@@ -152,9 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _export(settings, args)
         elif args.command == "import":
             _import(settings, args)
+        elif args.command == "keys":
+            _create_operator_key(settings, args)
         else:
             _migrate(settings, args)
-    except (ConfigError, StartupError, PortabilityError) as exc:
+    except (ConfigError, StartupError, PortabilityError, admin_cli.AdminError) as exc:
         print(f"memoryd: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -12,6 +13,12 @@ from typing import Literal
 LogFormat = Literal["auto", "json", "console"]
 ExpiryAction = Literal["archive", "purge"]
 TlsMode = Literal["off", "tls", "mtls"]
+AuthMode = Literal["on", "off"]
+
+# Where a server may run without auth by default: only its own machine can call it.
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# MEMORYD_ADMIN_KEY must be at least this long: it guards every tenant.
+MIN_ADMIN_KEY_CHARS = 32
 
 # pgvector's HNSW indexes hold vectors of at most 2,000 dimensions.
 MAX_EMBEDDING_DIM = 2000
@@ -47,6 +54,18 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    # None: on, unless the server binds only to loopback with the embedded database.
+    auth: AuthMode | None = None
+    # A server-wide operator key, compared by hash; never logged.
+    admin_key: str | None = dataclasses.field(default=None, repr=False)
+    # How long a verified key is trusted without asking the database again: the
+    # bound on how late a revocation or a disabled tenant takes effect on other replicas.
+    auth_cache_seconds: float = 10.0
+    # Per-tenant defaults; a tenant's own quotas (AdminService) override them. 0: unlimited.
+    quota_requests_per_second: float = 100.0
+    quota_burst: int = 200
+    quota_max_memories: int = 1_000_000
+    quota_max_conversations: int = 100_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -86,6 +105,13 @@ class Settings:
         ):
             raise ConfigError("DATABASE_URL: expected a postgresql:// URL")
         self._validate_tls()
+        if self.admin_key is not None and len(self.admin_key) < MIN_ADMIN_KEY_CHARS:
+            raise ConfigError(
+                f"MEMORYD_ADMIN_KEY: must be at least {MIN_ADMIN_KEY_CHARS} characters"
+                " (e.g. the output of: openssl rand -hex 32)"
+            )
+        if not math.isfinite(self.quota_requests_per_second) or self.quota_requests_per_second < 0:
+            raise ConfigError("MEMORYD_QUOTA_REQUESTS_PER_SECOND: must be 0 (unlimited) or more")
 
     def _validate_tls(self) -> None:
         # Only the combination: the files are read (and checked) when the server starts.
@@ -109,6 +135,24 @@ class Settings:
         if self.tls_cert is None:
             return "off"
         return "tls" if self.tls_client_ca is None else "mtls"
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when ``addr`` is a loopback address: no other machine can connect."""
+        host = self.addr.rpartition(":")[0]
+        if host in _LOOPBACK_HOSTS:
+            return True
+        try:
+            return ipaddress.ip_address(host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether calls need an API key: MEMORYD_AUTH, else off only on loopback + embedded."""
+        if self.auth is not None:
+            return self.auth == "on"
+        return not (self.loopback_only and self.embedded)
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (tests and the CLI use it)."""
@@ -138,6 +182,27 @@ def _bool(text: str) -> bool:
     if lowered in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 (unlimited) or more, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"must be 0 (unlimited) or more, got {text!r}")
+    return value
+
+
+def _auth(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in {"on", "off"}:
+        raise ValueError(f"expected on or off, got {text!r}")
+    return lowered
 
 
 def _log_level(text: str) -> str:
@@ -183,6 +248,13 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_TLS_CERT", "tls_cert", Path),
     ("MEMORYD_TLS_KEY", "tls_key", Path),
     ("MEMORYD_TLS_CLIENT_CA", "tls_client_ca", Path),
+    ("MEMORYD_AUTH", "auth", _auth),
+    ("MEMORYD_ADMIN_KEY", "admin_key", str),
+    ("MEMORYD_AUTH_CACHE_SECONDS", "auth_cache_seconds", _positive_float),
+    ("MEMORYD_QUOTA_REQUESTS_PER_SECOND", "quota_requests_per_second", _non_negative_float),
+    ("MEMORYD_QUOTA_BURST", "quota_burst", _non_negative_int),
+    ("MEMORYD_QUOTA_MAX_MEMORIES", "quota_max_memories", _non_negative_int),
+    ("MEMORYD_QUOTA_MAX_CONVERSATIONS", "quota_max_conversations", _non_negative_int),
 )
 
 ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(var for var, _, _ in _VARIABLES)

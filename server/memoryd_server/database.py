@@ -197,6 +197,9 @@ def rollback_migrations(url: str, count: int = 1) -> list[str]:
 # security by tenant), the cross-tenant upkeep as MAINTENANCE_ROLE.
 APP_ROLE = "memoryd_app"
 MAINTENANCE_ROLE = "memoryd_maintenance"
+# Migration 0006: server-wide administration (tenants, every tenant's keys), taken
+# per transaction with set_config('role', ..., true) for operator calls only.
+OPERATOR_ROLE = "memoryd_operator"
 
 
 def create_pool(

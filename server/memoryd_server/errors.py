@@ -19,6 +19,7 @@ returned as INTERNAL with a generic message.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
@@ -27,7 +28,7 @@ import grpc
 import psycopg
 import psycopg.errors
 import psycopg_pool
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 # The message of every unexpected error: the real one goes to the log only.
@@ -81,7 +82,11 @@ class Aborted(MemorydError, code=grpc.StatusCode.ABORTED):
 
 
 class ResourceExhausted(MemorydError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
-    """A limit or quota was hit."""
+    """A limit or quota was hit; ``retry_after`` (seconds) when waiting will help."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unauthenticated(MemorydError, code=grpc.StatusCode.UNAUTHENTICATED):
@@ -139,8 +144,9 @@ def to_status(exc: Exception) -> tuple[grpc.StatusCode, str, bytes]:
     """The code, message and serialized ``google.rpc.Status`` a client gets for ``exc``.
 
     Domain errors keep their code and message, with an ``ErrorInfo`` (and a
-    ``BadRequest`` naming the field for InvalidArgument); anything else is
-    INTERNAL with a generic message.
+    ``BadRequest`` naming the field for InvalidArgument, a ``RetryInfo`` for
+    ResourceExhausted with ``retry_after``); anything else is INTERNAL with a
+    generic message.
     """
     if isinstance(exc, MemorydError):
         code, message, reason = exc.code, exc.message, type(exc).__name__
@@ -157,4 +163,11 @@ def to_status(exc: Exception) -> tuple[grpc.StatusCode, str, bytes]:
         bad = any_pb2.Any()
         bad.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
         status.details.append(bad)
+    if isinstance(exc, ResourceExhausted) and exc.retry_after is not None:
+        delay = duration_pb2.Duration()
+        # Rounded up: a client waiting exactly this long finds room.
+        delay.FromNanoseconds(max(1, math.ceil(exc.retry_after * 1e9)))
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        status.details.append(retry)
     return code, message, status.SerializeToString()

@@ -22,7 +22,7 @@ Continuation = Callable[
 Behavior = Callable[..., Any]
 
 
-def _rewrap(
+def rewrap(
     handler: grpc.RpcMethodHandler[Any, Any],
     wrap: Callable[[Behavior, bool], Behavior],
     *,
@@ -96,7 +96,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
 
             return logged_stream if streams else logged
 
-        return _rewrap(handler, wrap)
+        return rewrap(handler, wrap)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -134,7 +134,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return guarded
 
-        return _rewrap(handler, wrap, raw_requests=True)
+        return rewrap(handler, wrap, raw_requests=True)
 
 
 def _parse(parse: Callable[[bytes], Any] | None, raw: bytes, method: str) -> Any:

@@ -1,5 +1,7 @@
 """memoryd client: the typed ``Client``/``AsyncClient`` and the generated stubs (``memoryd.v1``)."""
 
+from memoryd._client.admin import Admin
+from memoryd._client.async_admin import AsyncAdmin
 from memoryd._client.async_conversations import AsyncConversations
 from memoryd._client.async_memories import AsyncMemories
 from memoryd._client.client import RPC_METHODS, AsyncClient, Client
@@ -28,14 +30,19 @@ from memoryd._client.errors import (
 from memoryd._client.memories import Memories
 from memoryd._client.retry import RetryPolicy
 from memoryd._client.types import (
+    ApiKey,
     AppendResult,
+    Caller,
     ContextWindow,
     Conversation,
     ConversationStatus,
+    CreatedApiKey,
     CreateMemoryResult,
     Embedding,
+    ErasureReceipt,
     Feedback,
     FeedbackRating,
+    KeyRole,
     Memory,
     MemoryEvent,
     MemoryEventType,
@@ -49,10 +56,15 @@ from memoryd._client.types import (
     NewMemory,
     NewMessage,
     Page,
+    Quotas,
     RankingWeights,
     Role,
     SearchResult,
     SupersedeResult,
+    Tenant,
+    TenantDetails,
+    TenantState,
+    TenantUsage,
     ToolCall,
 )
 
@@ -61,11 +73,15 @@ __version__ = "0.1.0"
 __all__ = [
     "RPC_METHODS",
     "Aborted",
+    "Admin",
     "AlreadyExists",
+    "ApiKey",
     "AppendResult",
+    "AsyncAdmin",
     "AsyncClient",
     "AsyncConversations",
     "AsyncMemories",
+    "Caller",
     "Cancelled",
     "Client",
     "ContextWindow",
@@ -73,15 +89,18 @@ __all__ = [
     "ConversationStatus",
     "Conversations",
     "CreateMemoryResult",
+    "CreatedApiKey",
     "DataLoss",
     "DeadlineExceeded",
     "Embedding",
+    "ErasureReceipt",
     "FailedPrecondition",
     "Feedback",
     "FeedbackRating",
     "FieldViolation",
     "Internal",
     "InvalidArgument",
+    "KeyRole",
     "Memories",
     "Memory",
     "MemoryEvent",
@@ -100,12 +119,17 @@ __all__ = [
     "OutOfRange",
     "Page",
     "PermissionDenied",
+    "Quotas",
     "RankingWeights",
     "ResourceExhausted",
     "RetryPolicy",
     "Role",
     "SearchResult",
     "SupersedeResult",
+    "Tenant",
+    "TenantDetails",
+    "TenantState",
+    "TenantUsage",
     "ToolCall",
     "Unauthenticated",
     "Unavailable",

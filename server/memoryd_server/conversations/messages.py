@@ -10,7 +10,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd_server import idempotency
+from memoryd_server import idempotency, quotas
 from memoryd_server.conversations.models import (
     OUTPUT_ROLES,
     ContextWindow,
@@ -26,7 +26,7 @@ from memoryd_server.conversations.store import (
     select_conversation,
 )
 from memoryd_server.database import transaction
-from memoryd_server.errors import FailedPrecondition, NotFound
+from memoryd_server.errors import FailedPrecondition, NotFound, ResourceExhausted
 from memoryd_server.ids import uuid7
 
 Conn = AsyncConnection[Any]
@@ -36,7 +36,8 @@ MAX_PINNED_SYSTEM_MESSAGES = 100
 
 MESSAGE_COLUMNS = sql.SQL(
     "id, conversation_id, seq, role, content, name, tool_calls, tool_call_id, token_count,"
-    " model, metadata, feedback_rating, feedback_comment, feedback_time, create_time"
+    " model, metadata, feedback_rating, feedback_comment, feedback_time, create_time,"
+    " created_by, created_by_name"
 )
 
 
@@ -65,9 +66,15 @@ async def _select_messages(
 
 
 async def _advance(
-    conn: Conn, tenant_id: str, conversation_id: str, messages: list[NewMessage]
+    conn: Conn,
+    tenant_id: str,
+    conversation_id: str,
+    messages: list[NewMessage],
+    *,
+    actor: str,
+    actor_name: str,
 ) -> Conversation | None:
-    """Lock the conversation row and move its counters past ``messages``."""
+    """Lock the conversation row and move its counters past ``messages`` by ``actor``."""
     output = sum(m.token_count for m in messages if m.role in OUTPUT_ROLES)
     total = sum(m.token_count for m in messages)
     query = sql.SQL(
@@ -75,6 +82,7 @@ async def _advance(
         " total_input_tokens = total_input_tokens + %(input)s,"
         " total_output_tokens = total_output_tokens + %(output)s,"
         " last_message_time = now(), last_activity_time = now(), update_time = now(),"
+        " updated_by = %(actor)s, updated_by_name = %(actor_name)s,"
         " status = CASE WHEN status = 'idle' THEN 'active' ELSE status END"
         " WHERE tenant_id = %(tenant)s AND id = %(id)s AND status <> 'closed'"
         " RETURNING {cols}"
@@ -85,6 +93,8 @@ async def _advance(
         "output": output,
         "tenant": tenant_id,
         "id": conversation_id,
+        "actor": actor,
+        "actor_name": actor_name,
     }
     async with conn.cursor(row_factory=class_row(Conversation)) as cur:
         await cur.execute(query, params)
@@ -95,16 +105,21 @@ async def append_messages(
     pool: AsyncConnectionPool,
     *,
     tenant_id: str,
+    actor: str,
+    actor_name: str,
     conversation_id: str,
     messages: list[NewMessage],
     request_id: str = "",
     request_hash: bytes = b"",
     create_if_missing: NewConversation | None = None,
+    max_conversations: int = 0,
 ) -> tuple[list[Message], Conversation]:
-    """Append ``messages`` with gapless seqs, all or nothing.
+    """Append ``messages`` by ``actor`` (a key id) with gapless seqs, all or nothing.
 
     The UPDATE of the conversation row serialises concurrent appenders to one
-    conversation (and only to it), so seqs are assigned without gaps.
+    conversation (and only to it), so seqs are assigned without gaps. Creating
+    the conversation is RESOURCE_EXHAUSTED when the tenant stores
+    ``max_conversations`` (0: no limit).
     """
     async with transaction(pool, tenant_id) as conn:
         if request_id:
@@ -126,10 +141,26 @@ async def append_messages(
             )
             if replayed is not None:
                 return replayed
-        conversation = await _advance(conn, tenant_id, conversation_id, messages)
+        conversation = await _advance(
+            conn, tenant_id, conversation_id, messages, actor=actor, actor_name=actor_name
+        )
         if conversation is None and create_if_missing is not None:
-            await insert_conversation(conn, tenant_id, create_if_missing, if_missing=True)
-            conversation = await _advance(conn, tenant_id, conversation_id, messages)
+            try:
+                await quotas.check_room(
+                    conn, tenant_id=tenant_id, kind="conversations", adding=1,
+                    limit=max_conversations,
+                )  # fmt: skip
+            except ResourceExhausted:
+                # A CLOSED conversation exists: that is the error to report.
+                if await select_conversation(conn, tenant_id, conversation_id) is None:
+                    raise
+            await insert_conversation(
+                conn, tenant_id, create_if_missing, actor=actor, actor_name=actor_name,
+                if_missing=True,
+            )  # fmt: skip
+            conversation = await _advance(
+                conn, tenant_id, conversation_id, messages, actor=actor, actor_name=actor_name
+            )
         if conversation is None:
             if await select_conversation(conn, tenant_id, conversation_id) is None:
                 raise not_found(conversation_id)
@@ -140,8 +171,10 @@ async def append_messages(
         ids = [uuid7() for _ in messages]
         query = sql.SQL(
             "INSERT INTO messages (tenant_id, conversation_id, seq, id, role, content, name,"
-            " tool_calls, tool_call_id, token_count, model, metadata)"
-            " SELECT %(tenant)s, %(conversation)s, * FROM unnest(%(seq)s::bigint[],"
+            " tool_calls, tool_call_id, token_count, model, metadata, created_by,"
+            " created_by_name)"
+            " SELECT %(tenant)s, %(conversation)s, *, %(actor)s, %(actor_name)s"
+            " FROM unnest(%(seq)s::bigint[],"
             " %(id)s::uuid[], %(role)s::text[], %(content)s::text[], %(name)s::text[],"
             " %(tool_calls)s::jsonb[], %(tool_call_id)s::text[], %(token_count)s::int[],"
             " %(model)s::text[], %(metadata)s::jsonb[])"
@@ -160,6 +193,8 @@ async def append_messages(
             "token_count": [m.token_count for m in messages],
             "model": [m.model for m in messages],
             "metadata": [Jsonb(m.metadata) for m in messages],
+            "actor": actor,
+            "actor_name": actor_name,
         }
         async with conn.cursor(row_factory=class_row(Message)) as cur:
             await cur.execute(query, params)

@@ -39,6 +39,12 @@ class Conversation:
     last_activity_time: dt.datetime
     create_time: dt.datetime
     update_time: dt.datetime
+    # The API keys (id and name) that created it and last changed it; '' before
+    # memoryd recorded them.
+    created_by: str
+    created_by_name: str
+    updated_by: str
+    updated_by_name: str
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,9 @@ class Message:
     feedback_comment: str | None
     feedback_time: dt.datetime | None
     create_time: dt.datetime
+    # The API key (id and name) that appended it.
+    created_by: str
+    created_by_name: str
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from memoryd.v1 import conversation_pb2 as pb
 from memoryd.v1 import conversation_pb2_grpc as pb_grpc
-from memoryd_server import tenancy
+from memoryd_server import quotas, tenancy
 from memoryd_server.config import Settings
 from memoryd_server.conversations import messages as message_store
 from memoryd_server.conversations import models, store
@@ -73,12 +73,14 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         role = _ROLE_TO_DB.get(check_enum(f"{field}.role", msg.role, pb.MessageRole.DESCRIPTOR))
         if role is None:
             raise InvalidArgument(f"{field}.role", "is required")
-        content = check_text(f"{field}.content", msg.content, self._settings.max_content_bytes)
+        limit = self._settings.max_content_bytes
+        content = check_text(
+            f"{field}.content", quotas.check_content(f"{field}.content", msg.content, limit), limit
+        )
         if not content and not msg.tool_calls:
             raise InvalidArgument(f"{field}.content", "is empty and the message has no tool_calls")
         if msg.token_count < 0:
             raise InvalidArgument(f"{field}.token_count", "must not be negative")
-        limit = self._settings.max_content_bytes
         tool_calls = []
         for i, call in enumerate(msg.tool_calls):
             path = f"{field}.tool_calls[{i}]"
@@ -116,9 +118,12 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         created = await store.create_conversation(
             self._pool,
             tenant_id=tenancy.tenant_of(context),
+            actor=tenancy.actor_of(context),
+            actor_name=tenancy.actor_name_of(context),
             new=new,
             request_id=check_chars("request_id", request.request_id, 128),
             request_hash=request_hash(request),
+            max_conversations=quotas.current().max_conversations,
         )
         return pb.CreateConversationResponse(conversation=conversation_to_pb(created))
 
@@ -200,6 +205,8 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         updated = await store.update_conversation(
             self._pool,
             tenant_id=tenancy.tenant_of(context),
+            actor=tenancy.actor_of(context),
+            actor_name=tenancy.actor_name_of(context),
             conversation_id=conversation_id,
             changes=changes,
             expected_version=expected,
@@ -231,11 +238,14 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         appended, conversation = await message_store.append_messages(
             self._pool,
             tenant_id=tenancy.tenant_of(context),
+            actor=tenancy.actor_of(context),
+            actor_name=tenancy.actor_name_of(context),
             conversation_id=conversation_id,
             messages=messages,
             request_id=check_chars("request_id", request.request_id, 128),
             request_hash=request_hash(request),
             create_if_missing=create,
+            max_conversations=quotas.current().max_conversations,
         )
         return pb.AppendMessagesResponse(
             messages=[message_to_pb(m) for m in appended],
@@ -358,6 +368,10 @@ def conversation_to_pb(c: models.Conversation) -> pb.Conversation:
         last_message_time=timestamp(c.last_message_time),
         create_time=timestamp(c.create_time),
         update_time=timestamp(c.update_time),
+        created_by=c.created_by,
+        created_by_name=c.created_by_name,
+        updated_by=c.updated_by,
+        updated_by_name=c.updated_by_name,
     )
 
 
@@ -391,4 +405,6 @@ def message_to_pb(m: models.Message) -> pb.Message:
         metadata=dict_to_struct(m.metadata),
         feedback=feedback,
         create_time=timestamp(m.create_time),
+        created_by=m.created_by,
+        created_by_name=m.created_by_name,
     )

@@ -11,7 +11,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd_server import idempotency
+from memoryd_server import idempotency, quotas
 from memoryd_server.conversations.models import (
     Conversation,
     ConversationFilter,
@@ -25,7 +25,8 @@ Conn = AsyncConnection[Any]
 CONVERSATION_COLUMNS = sql.SQL(
     "id, user_id, agent_id, app_name, title, status, summary, metadata, state, version,"
     " message_count, total_input_tokens, total_output_tokens, last_message_time,"
-    " last_activity_time, create_time, update_time"
+    " last_activity_time, create_time, update_time, created_by, created_by_name, updated_by,"
+    " updated_by_name"
 )
 
 
@@ -34,13 +35,21 @@ def not_found(conversation_id: str) -> NotFound:
 
 
 async def insert_conversation(
-    conn: Conn, tenant_id: str, new: NewConversation, *, if_missing: bool = False
+    conn: Conn,
+    tenant_id: str,
+    new: NewConversation,
+    *,
+    actor: str,
+    actor_name: str,
+    if_missing: bool = False,
 ) -> Conversation | None:
     query = sql.SQL(
         "INSERT INTO conversations"
-        " (tenant_id, id, user_id, agent_id, app_name, title, metadata, state)"
+        " (tenant_id, id, user_id, agent_id, app_name, title, metadata, state, created_by,"
+        " created_by_name, updated_by, updated_by_name)"
         " VALUES (%(tenant)s, %(id)s, %(user_id)s, %(agent_id)s, %(app_name)s, %(title)s,"
-        " %(metadata)s, %(state)s) {conflict} RETURNING {cols}"
+        " %(metadata)s, %(state)s, %(actor)s, %(actor_name)s, %(actor)s, %(actor_name)s)"
+        " {conflict} RETURNING {cols}"
     ).format(
         conflict=sql.SQL("ON CONFLICT DO NOTHING" if if_missing else ""),
         cols=CONVERSATION_COLUMNS,
@@ -54,6 +63,8 @@ async def insert_conversation(
         "title": new.title,
         "metadata": Jsonb(new.metadata),
         "state": Jsonb(new.state),
+        "actor": actor,
+        "actor_name": actor_name,
     }
     async with conn.cursor(row_factory=class_row(Conversation)) as cur:
         await cur.execute(query, params)
@@ -77,11 +88,17 @@ async def create_conversation(
     pool: AsyncConnectionPool,
     *,
     tenant_id: str,
+    actor: str,
+    actor_name: str,
     new: NewConversation,
     request_id: str = "",
     request_hash: bytes = b"",
+    max_conversations: int = 0,
 ) -> Conversation:
-    """Insert a conversation; ALREADY_EXISTS when its id is taken."""
+    """Insert a conversation by ``actor`` (a key id); ALREADY_EXISTS when its id is taken.
+
+    RESOURCE_EXHAUSTED when the tenant stores ``max_conversations`` (0: no limit).
+    """
     async with transaction(pool, tenant_id) as conn:
         if request_id:
 
@@ -105,7 +122,12 @@ async def create_conversation(
         exists = await select_conversation(conn, tenant_id, new.id)
         if exists is not None:
             raise AlreadyExists(f"conversation {new.id!r} already exists")
-        created = await insert_conversation(conn, tenant_id, new)
+        await quotas.check_room(
+            conn, tenant_id=tenant_id, kind="conversations", adding=1, limit=max_conversations
+        )
+        created = await insert_conversation(
+            conn, tenant_id, new, actor=actor, actor_name=actor_name
+        )
         assert created is not None
         return created
 
@@ -158,6 +180,8 @@ async def update_conversation(
     pool: AsyncConnectionPool,
     *,
     tenant_id: str,
+    actor: str,
+    actor_name: str,
     conversation_id: str,
     changes: dict[str, Any],
     expected_version: int | None,
@@ -170,9 +194,16 @@ async def update_conversation(
     params: dict[str, Any] = {
         name: Jsonb(value) if isinstance(value, dict) else value for name, value in changes.items()
     }
-    params.update(tenant=tenant_id, id=conversation_id, expected=expected_version)
+    params.update(
+        tenant=tenant_id,
+        id=conversation_id,
+        expected=expected_version,
+        actor=actor,
+        actor_name=actor_name,
+    )
     query = sql.SQL(
-        "UPDATE conversations SET {sets}, version = version + 1, update_time = now()"
+        "UPDATE conversations SET {sets}, version = version + 1, update_time = now(),"
+        " updated_by = %(actor)s, updated_by_name = %(actor_name)s"
         " WHERE tenant_id = %(tenant)s AND id = %(id)s"
         " AND (%(expected)s::bigint IS NULL OR version = %(expected)s::bigint)"
         " RETURNING {cols}"

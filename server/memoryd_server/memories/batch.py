@@ -10,7 +10,7 @@ from psycopg import sql
 from psycopg.errors import UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd_server import idempotency
+from memoryd_server import idempotency, quotas
 from memoryd_server.database import transaction
 from memoryd_server.errors import AlreadyExists
 from memoryd_server.ids import uuid7
@@ -39,11 +39,17 @@ async def batch_create_memories(
     *,
     tenant_id: str,
     actor: str,
+    actor_name: str,
     memories: list[NewMemory],
     request_id: str = "",
     request_hash: bytes = b"",
+    max_memories: int = 0,
 ) -> list[uuid.UUID]:
-    """Create all ``memories`` with one binary COPY, in one transaction."""
+    """Create all ``memories`` with one binary COPY, in one transaction.
+
+    RESOURCE_EXHAUSTED, writing none, when they would take the tenant past
+    ``max_memories`` (0: no limit).
+    """
     ids = [uuid7() for _ in memories]
     # Each row goes through the HNSW index (a few hundred rows/s per core): a
     # full batch may outlast MEMORYD_STATEMENT_TIMEOUT_MS.
@@ -61,6 +67,9 @@ async def batch_create_memories(
             )  # fmt: skip
             if replayed is not None:
                 return replayed
+        await quotas.check_room(
+            conn, tenant_id=tenant_id, kind="memories", adding=len(memories), limit=max_memories
+        )
         # Row-level security forbids COPY into memories itself: COPY into a
         # private staging table, then one INSERT that the policy checks.
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in WRITE_COLUMNS)
@@ -96,7 +105,9 @@ async def batch_create_memories(
         created = [
             _as_created(memory_id, new, now) for memory_id, new in zip(ids, memories, strict=True)
         ]
-        await history.record_many(conn, tenant_id, created, "created", actor=actor)
+        await history.record_many(
+            conn, tenant_id, created, "created", actor=actor, actor_name=actor_name
+        )
         if request_id:
             await idempotency.record_items(
                 conn, tenant_id=tenant_id, request_id=request_id, item_ids=ids

@@ -22,10 +22,22 @@ Conn = AsyncConnection[Any]
 
 
 async def record(
-    conn: Conn, tenant_id: str, memory: Memory, event_type: str, *, actor: str, reason: str = ""
+    conn: Conn,
+    tenant_id: str,
+    memory: Memory,
+    event_type: str,
+    *,
+    actor: str,
+    actor_name: str,
+    reason: str = "",
 ) -> None:
-    """Append the event that produced ``memory``'s current version, with its snapshot."""
-    await record_many(conn, tenant_id, [memory], event_type, actor=actor, reason=reason)
+    """Append the event that produced ``memory``'s current version, with its snapshot.
+
+    ``actor`` is the caller's key id and ``actor_name`` that key's name.
+    """
+    await record_many(
+        conn, tenant_id, [memory], event_type, actor=actor, actor_name=actor_name, reason=reason
+    )
 
 
 async def record_many(
@@ -35,6 +47,7 @@ async def record_many(
     event_type: str,
     *,
     actor: str,
+    actor_name: str,
     reason: str = "",
 ) -> None:
     """``record`` for many memories in two statements."""
@@ -43,11 +56,11 @@ async def record_many(
     ids = [m.id for m in memories]
     versions = [m.version for m in memories]
     await conn.execute(
-        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor, event_time)"
-        " SELECT %s, * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[],"
-        " %s::timestamptz[])",
+        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor, actor_name,"
+        " event_time) SELECT %s, * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::text[],"
+        " %s::text[], %s::timestamptz[])",
         (tenant_id, ids, versions, [event_type] * len(ids), [actor] * len(ids),
-         [m.update_time for m in memories]),
+         [actor_name] * len(ids), [m.update_time for m in memories]),
     )  # fmt: skip
     await conn.execute(
         "INSERT INTO memory_snapshots (tenant_id, memory_id, version, state, reason)"
@@ -58,7 +71,13 @@ async def record_many(
 
 
 async def purge(
-    conn: Conn, tenant_id: str, memory_id: uuid.UUID, last_version: int, actor: str
+    conn: Conn,
+    tenant_id: str,
+    memory_id: uuid.UUID,
+    last_version: int,
+    *,
+    actor: str,
+    actor_name: str,
 ) -> None:
     """Delete every snapshot of a memory and append the tombstone."""
     await conn.execute(
@@ -66,11 +85,11 @@ async def purge(
         (tenant_id, memory_id),
     )
     await conn.execute(
-        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor, event_time)"
-        " SELECT %s, %s, %s, 'purged', %s, greatest(clock_timestamp(),"
+        "INSERT INTO memory_events (tenant_id, memory_id, version, event_type, actor, actor_name,"
+        " event_time) SELECT %s, %s, %s, 'purged', %s, %s, greatest(clock_timestamp(),"
         " max(event_time) + interval '1 microsecond') FROM memory_events"
         " WHERE tenant_id = %s AND memory_id = %s",
-        (tenant_id, memory_id, last_version + 1, actor, tenant_id, memory_id),
+        (tenant_id, memory_id, last_version + 1, actor, actor_name, tenant_id, memory_id),
     )
 
 
@@ -85,7 +104,8 @@ async def list_events(
     """Events after ``after_version``, oldest first, with the states around each."""
     async with transaction(pool, tenant_id) as conn:
         cur = await conn.execute(
-            "SELECT e.version, e.event_type, e.actor, e.event_time, s.state, s.reason,"
+            "SELECT e.version, e.event_type, e.actor, e.actor_name, e.event_time, s.state,"
+            " s.reason,"
             " p.state FROM memory_events e"
             " LEFT JOIN memory_snapshots s ON s.tenant_id = e.tenant_id"
             "  AND s.memory_id = e.memory_id AND s.version = e.version"
@@ -99,11 +119,11 @@ async def list_events(
     return [
         MemoryEvent(
             memory_id=memory_id, version=version, event_type=event_type, actor=actor,
-            reason=reason or "", event_time=event_time,
+            actor_name=actor_name, reason=reason or "", event_time=event_time,
             before=from_state(before) if before is not None else None,
             after=from_state(after) if after is not None else None,
         )
-        for version, event_type, actor, event_time, after, reason, before in rows
+        for version, event_type, actor, actor_name, event_time, after, reason, before in rows
     ]  # fmt: skip
 
 

@@ -162,6 +162,7 @@ class MemoryEvent:
     version: int
     event_type: str
     actor: str
+    actor_name: str
     reason: str
     event_time: dt.datetime
     before: Memory | None

@@ -11,13 +11,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from memoryd.v1 import memory_pb2 as pb
 from memoryd.v1 import memory_pb2_grpc as pb_grpc
-from memoryd_server import tenancy
+from memoryd_server import quotas, tenancy
 from memoryd_server.config import Settings
 from memoryd_server.errors import InvalidArgument, NotFound
 from memoryd_server.ids import parse_uuid
 from memoryd_server.memories import batch, convert, history, search, store
 from memoryd_server.memories.access import AccessRecorder
-from memoryd_server.memories.models import UPDATABLE_FIELDS
+from memoryd_server.memories.models import UPDATABLE_FIELDS, NewMemory
 from memoryd_server.pagination import PageTokens, page_size
 from memoryd_server.protoconv import (
     request_hash,
@@ -47,6 +47,11 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def _memory_id(self, field: str, value: str) -> uuid.UUID:
         return parse_uuid(field, value)
 
+    def _new_memory(self, field: str, m: pb.Memory, **options: Any) -> NewMemory:
+        """``m`` validated, its content within the tenant's limit too."""
+        quotas.check_content(f"{field}.content", m.content, self._max_bytes)
+        return convert.new_memory(field, m, dim=self._dim, max_bytes=self._max_bytes, **options)
+
     async def CreateMemory(self, request: pb.CreateMemoryRequest,
                            context: Context) -> pb.CreateMemoryResponse:  # fmt: skip
         ttl = None
@@ -54,15 +59,15 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             ttl = to_timedelta("ttl", request.ttl)
             if ttl <= dt.timedelta(0):
                 raise InvalidArgument("ttl", "must be positive")
-        new = convert.new_memory("memory", request.memory, dim=self._dim,
-                                 max_bytes=self._max_bytes, ttl=ttl)  # fmt: skip
+        new = self._new_memory("memory", request.memory, ttl=ttl)
         if request.upsert and not new.key:
             raise InvalidArgument("memory.key", "is required with upsert")
         memory, updated = await store.create_memory(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            actor_name=tenancy.actor_name_of(context),
             new=new, upsert=request.upsert,
             request_id=check_chars("request_id", request.request_id, 128),
-            request_hash=request_hash(request),
+            request_hash=request_hash(request), max_memories=quotas.current().max_memories,
         )  # fmt: skip
         return pb.CreateMemoryResponse(memory=convert.memory_to_pb(memory), updated=updated)
 
@@ -72,14 +77,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             raise InvalidArgument("memories", "must hold at least one memory")
         if len(request.memories) > MAX_BATCH:
             raise InvalidArgument("memories", f"must hold at most {MAX_BATCH}")
-        news = [
-            convert.new_memory(f"memories[{i}]", m, dim=self._dim, max_bytes=self._max_bytes)
-            for i, m in enumerate(request.memories)
-        ]
+        news = [self._new_memory(f"memories[{i}]", m) for i, m in enumerate(request.memories)]
         ids = await batch.batch_create_memories(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            actor_name=tenancy.actor_name_of(context),
             memories=news, request_id=check_chars("request_id", request.request_id, 128),
-            request_hash=request_hash(request),
+            request_hash=request_hash(request), max_memories=quotas.current().max_memories,
         )  # fmt: skip
         return pb.BatchCreateMemoriesResponse(memory_ids=[str(i) for i in ids])
 
@@ -108,7 +111,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         """The validated new value of one updatable field."""
         field = f"memory.{path}"
         if path == "content":
-            return convert.content(field, m.content, self._max_bytes)
+            content = quotas.check_content(field, m.content, self._max_bytes)
+            return convert.content(field, content, self._max_bytes)
         if path == "embedding":
             return convert.embedding(field, m.embedding, self._dim)
         if path == "importance":
@@ -154,6 +158,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         expected = request.expected_version if request.HasField("expected_version") else None
         memory = await store.update_memory(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            actor_name=tenancy.actor_name_of(context),
             memory_id=memory_id, changes=changes, expected_version=expected,
             reason=check_chars("reason", request.reason, 1024),
         )  # fmt: skip
@@ -162,13 +167,14 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     async def SupersedeMemory(self, request: pb.SupersedeMemoryRequest,
                               context: Context) -> pb.SupersedeMemoryResponse:  # fmt: skip
         memory_id = self._memory_id("memory_id", request.memory_id)
-        new = convert.new_memory("memory", request.memory, dim=self._dim,
-                                 max_bytes=self._max_bytes, namespace_default=True)  # fmt: skip
+        new = self._new_memory("memory", request.memory, namespace_default=True)
         expected = request.expected_version if request.HasField("expected_version") else None
         old, created = await store.supersede_memory(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            actor_name=tenancy.actor_name_of(context),
             memory_id=memory_id, new=new, expected_version=expected,
             reason=check_chars("reason", request.reason, 1024),
+            max_memories=quotas.current().max_memories,
         )  # fmt: skip
         return pb.SupersedeMemoryResponse(
             superseded=convert.memory_to_pb(old), memory=convert.memory_to_pb(created)
@@ -178,6 +184,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                            context: Context) -> pb.DeleteMemoryResponse:  # fmt: skip
         archived = await store.delete_memory(
             self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            actor_name=tenancy.actor_name_of(context),
             memory_id=self._memory_id("memory_id", request.memory_id), purge=request.purge,
             reason=check_chars("reason", request.reason, 1024),
         )  # fmt: skip
@@ -276,7 +283,8 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         return pb.GetMemoryHistoryResponse(events=[
             pb.MemoryEvent(
                 seq=e.version, memory_id=str(e.memory_id), event_type=convert.EVENTS[e.event_type],
-                actor=e.actor, reason=e.reason, event_time=timestamp(e.event_time),
+                actor=e.actor, actor_name=e.actor_name, reason=e.reason,
+                event_time=timestamp(e.event_time),
                 before=convert.memory_to_pb(e.before) if e.before else None,
                 after=convert.memory_to_pb(e.after) if e.after else None,
             ) for e in events

@@ -12,9 +12,15 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd_server import idempotency
+from memoryd_server import idempotency, quotas
 from memoryd_server.database import transaction
-from memoryd_server.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound
+from memoryd_server.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+)
 from memoryd_server.ids import uuid7
 from memoryd_server.memories import history
 from memoryd_server.memories.filters import filter_condition
@@ -120,17 +126,33 @@ async def _insert(
     return rows[0]
 
 
+async def _holds_key(conn: Conn, tenant_id: str, new: NewMemory) -> bool:
+    """Whether a live memory holds ``new``'s (namespace, key): an upsert replaces it."""
+    cur = await conn.execute(
+        "SELECT FROM memories WHERE tenant_id = %s AND ns_path = %s AND key = %s"
+        " AND status IN ('active', 'disputed')",
+        (tenant_id, ns_path(new.namespace), new.key),
+    )
+    return await cur.fetchone() is not None
+
+
 async def create_memory(
     pool: AsyncConnectionPool,
     *,
     tenant_id: str,
     actor: str,
+    actor_name: str,
     new: NewMemory,
     upsert: bool = False,
     request_id: str = "",
     request_hash: bytes = b"",
+    max_memories: int = 0,
 ) -> tuple[Memory, bool]:
-    """Create a memory (or upsert by key); returns it and whether it was an update."""
+    """Create a memory (or upsert by key); returns it and whether it was an update.
+
+    RESOURCE_EXHAUSTED when the tenant stores ``max_memories`` (0: no limit)
+    and this would add one rather than replace the one holding the key.
+    """
     memory_id = uuid7()
     async with transaction(pool, tenant_id) as conn:
         if request_id:
@@ -147,11 +169,19 @@ async def create_memory(
             )  # fmt: skip
             if replayed is not None:
                 return replayed
+        try:
+            await quotas.check_room(
+                conn, tenant_id=tenant_id, kind="memories", adding=1, limit=max_memories
+            )
+        except ResourceExhausted:
+            if not (upsert and new.key and await _holds_key(conn, tenant_id, new)):
+                raise
         memory = await _insert(conn, tenant_id, memory_id, new, upsert=upsert and bool(new.key))
         updated = memory.id != memory_id
         await history.record(
-            conn, tenant_id, memory, "updated" if updated else "created", actor=actor
-        )
+            conn, tenant_id, memory, "updated" if updated else "created", actor=actor,
+            actor_name=actor_name,
+        )  # fmt: skip
         if request_id and updated:
             await idempotency.record_items(
                 conn, tenant_id=tenant_id, request_id=request_id, item_ids=[],
@@ -206,6 +236,7 @@ async def update_memory(
     *,
     tenant_id: str,
     actor: str,
+    actor_name: str,
     memory_id: uuid.UUID,
     changes: dict[str, Any],
     expected_version: int | None,
@@ -233,7 +264,9 @@ async def update_memory(
             raise await _explain_miss(conn, tenant_id, memory_id, expected_version)
         memory = rows[0]
         event = "archived" if changes.get("status") == "archived" else "updated"
-        await history.record(conn, tenant_id, memory, event, actor=actor, reason=reason)
+        await history.record(
+            conn, tenant_id, memory, event, actor=actor, actor_name=actor_name, reason=reason
+        )
         return memory
 
 
@@ -242,12 +275,18 @@ async def supersede_memory(
     *,
     tenant_id: str,
     actor: str,
+    actor_name: str,
     memory_id: uuid.UUID,
     new: NewMemory,
     expected_version: int | None,
     reason: str = "",
+    max_memories: int = 0,
 ) -> tuple[Memory, Memory]:
-    """Mark ``memory_id`` SUPERSEDED by a new memory created from ``new``."""
+    """Mark ``memory_id`` SUPERSEDED by a new memory created from ``new``.
+
+    The old memory stays stored: RESOURCE_EXHAUSTED when the tenant stores
+    ``max_memories`` (0: no limit).
+    """
     new_id = uuid7()
     query = sql.SQL(
         "UPDATE memories SET status = 'superseded', superseded_by = %(new)s,"
@@ -257,6 +296,9 @@ async def supersede_memory(
     ).format(SELECT_COLUMNS, next_time=NEXT_UPDATE_TIME)
     params = {"new": new_id, "tenant": tenant_id, "id": memory_id, "expected": expected_version}
     async with transaction(pool, tenant_id) as conn:
+        await quotas.check_room(
+            conn, tenant_id=tenant_id, kind="memories", adding=1, limit=max_memories
+        )
         # The old one first: it frees its key for a replacement that keeps it.
         rows = await fetch(conn, query, params)
         if not rows:
@@ -265,8 +307,9 @@ async def supersede_memory(
         if not new.namespace:
             new = dataclasses.replace(new, namespace=old.namespace)
         created = await _insert(conn, tenant_id, new_id, new)
-        await history.record(conn, tenant_id, created, "created", actor=actor, reason=reason)
-        await history.record(conn, tenant_id, old, "superseded", actor=actor, reason=reason)
+        by = {"actor": actor, "actor_name": actor_name, "reason": reason}
+        await history.record(conn, tenant_id, created, "created", **by)
+        await history.record(conn, tenant_id, old, "superseded", **by)
         return old, created
 
 
@@ -275,6 +318,7 @@ async def delete_memory(
     *,
     tenant_id: str,
     actor: str,
+    actor_name: str,
     memory_id: uuid.UUID,
     purge: bool,
     reason: str = "",
@@ -289,7 +333,9 @@ async def delete_memory(
             row = await cur.fetchone()
             if row is None:
                 raise _not_found(memory_id)
-            await history.purge(conn, tenant_id, memory_id, int(row[0]), actor)
+            await history.purge(
+                conn, tenant_id, memory_id, int(row[0]), actor=actor, actor_name=actor_name
+            )
             return None
         query = sql.SQL(
             "UPDATE memories SET status = 'archived', version = version + 1,"
@@ -302,7 +348,9 @@ async def delete_memory(
             if current is None:
                 raise _not_found(memory_id)
             return current
-        await history.record(conn, tenant_id, rows[0], "archived", actor=actor, reason=reason)
+        await history.record(
+            conn, tenant_id, rows[0], "archived", actor=actor, actor_name=actor_name, reason=reason
+        )
         return rows[0]
 
 

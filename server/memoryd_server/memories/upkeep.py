@@ -13,6 +13,9 @@ from memoryd_server.memories.store import NEXT_UPDATE_TIME, SELECT_COLUMNS, fetc
 
 # Memories expired per transaction: short locks, no long stall of other writers.
 EXPIRY_BATCH = 500
+# The actor (id, name) of expiry's history events: no API key asked for them.
+EXPIRY_ACTOR = "system:expiry"
+EXPIRY_ACTOR_NAME = "expiry"
 
 
 async def expire_memories(
@@ -35,7 +38,10 @@ async def expire_memories(
                 )
                 row = await cur.fetchone()
                 assert row is not None
-                await history.purge(conn, tenant_id, memory_id, int(row[0]), "system:expiry")
+                await history.purge(
+                    conn, tenant_id, memory_id, int(row[0]), actor=EXPIRY_ACTOR,
+                    actor_name=EXPIRY_ACTOR_NAME,
+                )  # fmt: skip
                 continue
             archived = await fetch(
                 conn,
@@ -46,7 +52,8 @@ async def expire_memories(
                 (tenant_id, memory_id),
             )
             await history.record(
-                conn, tenant_id, archived[0], "archived", actor="system:expiry", reason="expired"
+                conn, tenant_id, archived[0], "archived", actor=EXPIRY_ACTOR,
+                actor_name=EXPIRY_ACTOR_NAME, reason="expired",
             )  # fmt: skip
         return len(due)
 

@@ -4,12 +4,14 @@ The file format (version 1): a header line
 ``{"type": "memoryd-export", "version": 1, "tenant": ..., "time": ...}``, one
 ``{"kind": ..., "data": {...}}`` line per row in a fixed order (see ``KINDS``),
 and an end line ``{"type": "memoryd-export-end", "records": N}`` so that a file
-cut at a line boundary is still recognised as truncated.
+cut at a line boundary is still recognised as truncated. Columns added since
+(``Kind.added``) may be absent from a record written by an older memoryd.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 FORMAT = "memoryd-export"
 END = "memoryd-export-end"
@@ -28,6 +30,13 @@ class Kind:
     table: str
     columns: tuple[str, ...]
     order_by: str
+    # Columns added to the format later, with the value a file written before
+    # them implies: an import fills them in when a record lacks them.
+    added: Mapping[str, object] = field(default_factory=dict, compare=False)
+
+
+# The actor columns of migration 0007: empty means "not recorded".
+_ACTORS = {"created_by": "", "created_by_name": ""}
 
 
 # In file order: rows a later kind refers to (messages -> conversations) come first.
@@ -39,8 +48,10 @@ KINDS: tuple[Kind, ...] = (
             "id", "user_id", "agent_id", "app_name", "title", "status", "summary", "metadata",
             "state", "version", "message_count", "total_input_tokens", "total_output_tokens",
             "last_message_time", "last_activity_time", "create_time", "update_time",
+            "created_by", "created_by_name", "updated_by", "updated_by_name",
         ),
         'id COLLATE "C"',
+        {**_ACTORS, "updated_by": "", "updated_by_name": ""},
     ),
     Kind(
         "message",
@@ -48,9 +59,10 @@ KINDS: tuple[Kind, ...] = (
         (
             "conversation_id", "seq", "id", "role", "content", "name", "tool_calls",
             "tool_call_id", "token_count", "model", "metadata", "feedback_rating",
-            "feedback_comment", "feedback_time", "create_time",
+            "feedback_comment", "feedback_time", "create_time", "created_by", "created_by_name",
         ),
         'conversation_id COLLATE "C", seq',
+        _ACTORS,
     ),
     Kind(
         "memory",
@@ -74,8 +86,9 @@ KINDS: tuple[Kind, ...] = (
     Kind(
         "memory_event",
         "memory_events",
-        ("memory_id", "version", "event_type", "actor", "event_time"),
+        ("memory_id", "version", "event_type", "actor", "actor_name", "event_time"),
         "memory_id, version",
+        {"actor_name": ""},
     ),
     Kind(
         "memory_snapshot",

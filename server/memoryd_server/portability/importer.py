@@ -95,6 +95,8 @@ def _record(number: int, obj: dict[str, Any]) -> _Record:
     data = obj.get("data")
     if not isinstance(data, dict):
         raise PortabilityError(f"line {number}: the {kind.name} record has no data object")
+    for column, value in kind.added.items():
+        data.setdefault(column, value)
     missing = [c for c in kind.columns if c not in data]
     if missing:
         raise PortabilityError(f"line {number}: {kind.name} lacks field {missing[0]!r}")

@@ -1,4 +1,4 @@
-"""``Client`` and ``AsyncClient``: one channel each, with conversations and memories."""
+"""``Client`` and ``AsyncClient``: one channel each, with conversations, memories and admin."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from typing import Any, Self
 
 import grpc
 
+from memoryd._client.admin import Admin
+from memoryd._client.admin_calls import RPC_METHODS as ADMIN_RPCS
+from memoryd._client.async_admin import AsyncAdmin
 from memoryd._client.async_conversations import AsyncConversations
 from memoryd._client.async_memories import AsyncMemories
 from memoryd._client.conversation_calls import RPC_METHODS as CONVERSATION_RPCS
@@ -26,6 +29,7 @@ from memoryd._client.transport import (
 RPC_METHODS: dict[str, tuple[str, dict[str, str]]] = {
     "memoryd.v1.ConversationService": ("conversations", CONVERSATION_RPCS),
     "memoryd.v1.MemoryService": ("memories", MEMORY_RPCS),
+    "memoryd.v1.AdminService": ("admin", ADMIN_RPCS),
 }
 
 ChannelOptions = Sequence[tuple[str, Any]]
@@ -68,6 +72,7 @@ class Client:
         )
         self.conversations = Conversations(transport)
         self.memories = Memories(transport)
+        self.admin = Admin(transport)
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
@@ -120,6 +125,7 @@ class AsyncClient:
         )
         self.conversations = AsyncConversations(transport)
         self.memories = AsyncMemories(transport)
+        self.admin = AsyncAdmin(transport)
 
     async def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""

@@ -23,6 +23,8 @@ _PREFIXES: dict[str, str] = {
     "MemoryStatus": "MEMORY_STATUS_",
     "MemorySourceKind": "MEMORY_SOURCE_KIND_",
     "MemoryEventType": "MEMORY_EVENT_TYPE_",
+    "Role": "ROLE_",
+    "TenantState": "TENANT_STATE_",
 }
 
 
@@ -157,6 +159,8 @@ def message(pb: cpb.Message) -> t.Message:
         metadata=from_struct(pb.metadata),
         feedback=feedback,
         create_time=from_timestamp(pb, "create_time"),
+        created_by=pb.created_by,
+        created_by_name=pb.created_by_name,
     )
 
 
@@ -178,6 +182,10 @@ def conversation(pb: cpb.Conversation) -> t.Conversation:
         last_message_time=from_timestamp(pb, "last_message_time"),
         create_time=from_timestamp(pb, "create_time"),
         update_time=from_timestamp(pb, "update_time"),
+        created_by=pb.created_by,
+        created_by_name=pb.created_by_name,
+        updated_by=pb.updated_by,
+        updated_by_name=pb.updated_by_name,
     )
 
 
@@ -312,6 +320,7 @@ def memory_event(pb: mpb.MemoryEvent) -> t.MemoryEvent:
         memory_id=pb.memory_id,
         event_type=enum_name(mpb.MemoryEventType, pb.event_type),
         actor=pb.actor,
+        actor_name=pb.actor_name,
         reason=pb.reason,
         event_time=from_timestamp(pb, "event_time"),
         before=optional_memory(pb, "before"),

@@ -26,6 +26,9 @@ MemorySourceKind = Literal[
     "explicit", "extraction", "system", "feedback", "consolidation", "compaction"
 ]
 MemoryEventType = Literal["created", "updated", "superseded", "archived", "purged"]
+# What an API key may do (AdminService's Role).
+KeyRole = Literal["viewer", "member", "admin", "operator"]
+TenantState = Literal["active", "disabled"]
 
 
 class SupportsToList(Protocol):
@@ -95,6 +98,9 @@ class Message:
     metadata: dict[str, Any]
     feedback: Feedback | None
     create_time: datetime | None
+    # The id and name of the API key that appended it ("anonymous" with auth off).
+    created_by: str = ""
+    created_by_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,12 @@ class Conversation:
     last_message_time: datetime | None
     create_time: datetime | None
     update_time: datetime | None
+    # The ids and names of the API keys that created it and last changed it
+    # (created, updated or appended to it); "anonymous" with auth off.
+    created_by: str = ""
+    created_by_name: str = ""
+    updated_by: str = ""
+    updated_by_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -274,3 +286,97 @@ class MemoryEvent:
     event_time: datetime | None
     before: Memory | None
     after: Memory | None
+    # The name of the key whose id is ``actor``.
+    actor_name: str = ""
+
+
+# --- AdminService ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """A tenant's limits; None takes the server's default, 0 is unlimited."""
+
+    requests_per_second: float | None = None
+    burst: int | None = None
+    max_memories: int | None = None
+    max_conversations: int | None = None
+    max_content_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A tenant: ``quotas`` as set for it, ``effective_quotas`` as in force."""
+
+    tenant_id: str
+    display_name: str
+    state: str
+    quotas: Quotas
+    effective_quotas: Quotas
+    create_time: datetime | None
+    update_time: datetime | None
+    disable_time: datetime | None
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    """What a tenant stores now."""
+
+    memories: int
+    conversations: int
+
+
+@dataclass(frozen=True)
+class TenantDetails:
+    """A tenant with its usage (``admin.get_tenant``)."""
+
+    tenant: Tenant
+    usage: TenantUsage
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as listings show it: never its secret."""
+
+    key_id: str
+    tenant_id: str
+    name: str
+    role: str
+    prefix: str
+    created_by: str
+    create_time: datetime | None
+    last_used_time: datetime | None
+    expire_time: datetime | None
+    revoke_time: datetime | None
+
+
+@dataclass(frozen=True)
+class CreatedApiKey:
+    """A new key and its secret, which the server returns only this once."""
+
+    api_key: ApiKey
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who the client's key is (``admin.whoami``); ``tenant_id`` is empty for operators."""
+
+    key_id: str
+    key_name: str
+    role: str
+    tenant_id: str
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    """What ``admin.erase_user`` removed, per kind."""
+
+    tenant_id: str
+    user_id: str
+    conversations: int
+    messages: int
+    memories: int
+    history_snapshots: int
+    erase_time: datetime | None
+    erased_by: str

@@ -132,6 +132,10 @@ class Conversation(_message.Message):
     LAST_MESSAGE_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_BY_NAME_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only on create unless chosen through
     CreateConversationRequest.conversation_id: a UUIDv7 when the server
@@ -162,6 +166,21 @@ class Conversation(_message.Message):
     """Output only. The sum of token_count over USER, SYSTEM and TOOL messages."""
     total_output_tokens: _builtins.int
     """Output only. The sum of token_count over ASSISTANT messages."""
+    created_by: _builtins.str
+    """Output only. The id of the API key that created the conversation
+    ("anonymous" when the server runs with MEMORYD_AUTH=off); empty for
+    conversations created before memoryd recorded it.
+    """
+    created_by_name: _builtins.str
+    """Output only. The name that key had then."""
+    updated_by: _builtins.str
+    """Output only. The id of the API key that last changed the conversation:
+    created it, updated it or appended messages to it (SetMessageFeedback
+    changes a message, not the conversation). "anonymous" with
+    MEMORYD_AUTH=off; empty for changes made before memoryd recorded it.
+    """
+    updated_by_name: _builtins.str
+    """Output only. The name that key had then."""
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
         """Free-form data about the conversation."""
@@ -203,10 +222,14 @@ class Conversation(_message.Message):
         last_message_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
+        created_by_name: _builtins.str = ...,
+        updated_by: _builtins.str = ...,
+        updated_by_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_message_time", b"last_message_time", "metadata", b"metadata", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "app_name", b"app_name", "create_time", b"create_time", "id", b"id", "last_message_time", b"last_message_time", "message_count", b"message_count", "metadata", b"metadata", "state", b"state", "status", b"status", "summary", b"summary", "title", b"title", "total_input_tokens", b"total_input_tokens", "total_output_tokens", b"total_output_tokens", "update_time", b"update_time", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "app_name", b"app_name", "create_time", b"create_time", "created_by", b"created_by", "created_by_name", b"created_by_name", "id", b"id", "last_message_time", b"last_message_time", "message_count", b"message_count", "metadata", b"metadata", "state", b"state", "status", b"status", "summary", b"summary", "title", b"title", "total_input_tokens", b"total_input_tokens", "total_output_tokens", b"total_output_tokens", "update_time", b"update_time", "updated_by", b"updated_by", "updated_by_name", b"updated_by_name", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -295,6 +318,8 @@ class Message(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     FEEDBACK_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATED_BY_NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. A UUIDv7 assigned by the server."""
     conversation_id: _builtins.str
@@ -317,6 +342,13 @@ class Message(_message.Message):
     """
     model: _builtins.str
     """The model that produced it, for ASSISTANT messages."""
+    created_by: _builtins.str
+    """Output only. The id of the API key that appended it ("anonymous" when the
+    server runs with MEMORYD_AUTH=off); empty for messages appended before
+    memoryd recorded it.
+    """
+    created_by_name: _builtins.str
+    """Output only. The name that key had then."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
         """Tool calls requested by an ASSISTANT message."""
@@ -349,10 +381,12 @@ class Message(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         feedback: Global___Feedback | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        created_by: _builtins.str = ...,
+        created_by_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "feedback", b"feedback", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "conversation_id", b"conversation_id", "create_time", b"create_time", "feedback", b"feedback", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "role", b"role", "seq", b"seq", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "conversation_id", b"conversation_id", "create_time", b"create_time", "created_by", b"created_by", "created_by_name", b"created_by_name", "feedback", b"feedback", "id", b"id", "metadata", b"metadata", "model", b"model", "name", b"name", "role", b"role", "seq", b"seq", "token_count", b"token_count", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -32,6 +32,12 @@ class ConversationServiceStub:
 
     Every call runs in the caller's tenant. Ids of other tenants' resources are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     def __init__(self, channel):
@@ -94,13 +100,20 @@ class ConversationServiceServicer:
 
     Every call runs in the caller's tenant. Ids of other tenants' resources are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     def CreateConversation(self, request, context):
         """Creates a conversation.
 
         Returns ALREADY_EXISTS if `conversation_id` is taken, INVALID_ARGUMENT if
-        a field is malformed. A retry with the same `request_id` returns the
+        a field is malformed, RESOURCE_EXHAUSTED if the tenant stores its
+        max_conversations. A retry with the same `request_id` returns the
         conversation created by the first call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -158,8 +171,10 @@ class ConversationServiceServicer:
         conversation does not exist (unless `create_if_missing`),
         FAILED_PRECONDITION if it is CLOSED, ALREADY_EXISTS if `request_id` was
         used for a different request, INVALID_ARGUMENT for a message with neither
-        content nor tool calls, an unknown role, content over the server's limit
-        or more than 1000 messages. A failing batch appends nothing.
+        content nor tool calls, an unknown role, content over the server's (or the
+        tenant's) limit or more than 1000 messages, RESOURCE_EXHAUSTED if
+        `create_if_missing` would create a conversation beyond the tenant's
+        max_conversations. A failing batch appends nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,6 +275,12 @@ class ConversationService:
 
     Every call runs in the caller's tenant. Ids of other tenants' resources are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     @staticmethod

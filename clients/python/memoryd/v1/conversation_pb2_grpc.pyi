@@ -33,6 +33,12 @@ class ConversationServiceStub:
 
     Every call runs in the caller's tenant. Ids of other tenants' resources are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     @_typing.overload
@@ -43,7 +49,8 @@ class ConversationServiceStub:
     """Creates a conversation.
 
     Returns ALREADY_EXISTS if `conversation_id` is taken, INVALID_ARGUMENT if
-    a field is malformed. A retry with the same `request_id` returns the
+    a field is malformed, RESOURCE_EXHAUSTED if the tenant stores its
+    max_conversations. A retry with the same `request_id` returns the
     conversation created by the first call.
     """
     GetConversation: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.GetConversationRequest, _conversation_pb2.GetConversationResponse]
@@ -81,8 +88,10 @@ class ConversationServiceStub:
     conversation does not exist (unless `create_if_missing`),
     FAILED_PRECONDITION if it is CLOSED, ALREADY_EXISTS if `request_id` was
     used for a different request, INVALID_ARGUMENT for a message with neither
-    content nor tool calls, an unknown role, content over the server's limit
-    or more than 1000 messages. A failing batch appends nothing.
+    content nor tool calls, an unknown role, content over the server's (or the
+    tenant's) limit or more than 1000 messages, RESOURCE_EXHAUSTED if
+    `create_if_missing` would create a conversation beyond the tenant's
+    max_conversations. A failing batch appends nothing.
     """
     ListMessages: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.ListMessagesRequest, _conversation_pb2.ListMessagesResponse]
     """Pages through a conversation's messages, oldest or newest first.
@@ -113,6 +122,12 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
 
     Every call runs in the caller's tenant. Ids of other tenants' resources are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -120,7 +135,8 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     """Creates a conversation.
 
     Returns ALREADY_EXISTS if `conversation_id` is taken, INVALID_ARGUMENT if
-    a field is malformed. A retry with the same `request_id` returns the
+    a field is malformed, RESOURCE_EXHAUSTED if the tenant stores its
+    max_conversations. A retry with the same `request_id` returns the
     conversation created by the first call.
     """
     GetConversation: _aio.UnaryUnaryMultiCallable[_conversation_pb2.GetConversationRequest, _conversation_pb2.GetConversationResponse]  # type: ignore[assignment]
@@ -158,8 +174,10 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     conversation does not exist (unless `create_if_missing`),
     FAILED_PRECONDITION if it is CLOSED, ALREADY_EXISTS if `request_id` was
     used for a different request, INVALID_ARGUMENT for a message with neither
-    content nor tool calls, an unknown role, content over the server's limit
-    or more than 1000 messages. A failing batch appends nothing.
+    content nor tool calls, an unknown role, content over the server's (or the
+    tenant's) limit or more than 1000 messages, RESOURCE_EXHAUSTED if
+    `create_if_missing` would create a conversation beyond the tenant's
+    max_conversations. A failing batch appends nothing.
     """
     ListMessages: _aio.UnaryUnaryMultiCallable[_conversation_pb2.ListMessagesRequest, _conversation_pb2.ListMessagesResponse]  # type: ignore[assignment]
     """Pages through a conversation's messages, oldest or newest first.
@@ -189,6 +207,12 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Every call runs in the caller's tenant. Ids of other tenants' resources are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     @_abc_1.abstractmethod
@@ -200,7 +224,8 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a conversation.
 
         Returns ALREADY_EXISTS if `conversation_id` is taken, INVALID_ARGUMENT if
-        a field is malformed. A retry with the same `request_id` returns the
+        a field is malformed, RESOURCE_EXHAUSTED if the tenant stores its
+        max_conversations. A retry with the same `request_id` returns the
         conversation created by the first call.
         """
 
@@ -268,8 +293,10 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         conversation does not exist (unless `create_if_missing`),
         FAILED_PRECONDITION if it is CLOSED, ALREADY_EXISTS if `request_id` was
         used for a different request, INVALID_ARGUMENT for a message with neither
-        content nor tool calls, an unknown role, content over the server's limit
-        or more than 1000 messages. A failing batch appends nothing.
+        content nor tool calls, an unknown role, content over the server's (or the
+        tenant's) limit or more than 1000 messages, RESOURCE_EXHAUSTED if
+        `create_if_missing` would create a conversation beyond the tenant's
+        max_conversations. A failing batch appends nothing.
         """
 
     @_abc_1.abstractmethod

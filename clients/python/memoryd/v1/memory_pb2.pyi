@@ -1176,6 +1176,7 @@ class MemoryEvent(_message.Message):
     EVENT_TIME_FIELD_NUMBER: _builtins.int
     BEFORE_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
+    ACTOR_NAME_FIELD_NUMBER: _builtins.int
     seq: _builtins.int
     """Its position in the memory's history: 1, 2, 3, ..."""
     memory_id: _builtins.str
@@ -1183,9 +1184,16 @@ class MemoryEvent(_message.Message):
     event_type: Global___MemoryEventType.ValueType
     """What happened."""
     actor: _builtins.str
-    """Who did it (the caller's key id, or "system:expiry" for expiry)."""
+    """Who did it: the id of the caller's API key ("anonymous" when the server
+    runs with MEMORYD_AUTH=off), or "system:expiry" for expiry.
+    """
     reason: _builtins.str
     """Why, as the caller said."""
+    actor_name: _builtins.str
+    """The name the actor's key had at the time ("anonymous" with
+    MEMORYD_AUTH=off, "expiry" for expiry); empty for events recorded before
+    memoryd kept it.
+    """
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When."""
@@ -1209,10 +1217,11 @@ class MemoryEvent(_message.Message):
         event_time: _timestamp_pb2.Timestamp | None = ...,
         before: Global___Memory | None = ...,
         after: Global___Memory | None = ...,
+        actor_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "before", b"before", "event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "after", b"after", "before", b"before", "event_time", b"event_time", "event_type", b"event_type", "memory_id", b"memory_id", "reason", b"reason", "seq", b"seq"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "actor_name", b"actor_name", "after", b"after", "before", b"before", "event_time", b"event_time", "event_type", b"event_type", "memory_id", b"memory_id", "reason", b"reason", "seq", b"seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

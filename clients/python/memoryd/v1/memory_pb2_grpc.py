@@ -32,6 +32,12 @@ class MemoryServiceStub:
 
     Every call runs in the caller's tenant. Ids of other tenants' memories are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     def __init__(self, channel):
@@ -104,6 +110,12 @@ class MemoryServiceServicer:
 
     Every call runs in the caller's tenant. Ids of other tenants' memories are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     def CreateMemory(self, request, context):
@@ -113,7 +125,8 @@ class MemoryServiceServicer:
         Returns ALREADY_EXISTS if the (namespace, key) is taken and `upsert` is
         false, or if `request_id` was used for a different request;
         INVALID_ARGUMENT for a malformed field (an embedding of the wrong
-        dimension, NaN, Inf or all zeros; importance outside 1..10; ...).
+        dimension, NaN, Inf or all zeros; importance outside 1..10; ...);
+        RESOURCE_EXHAUSTED if the tenant stores its max_memories.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,7 +137,8 @@ class MemoryServiceServicer:
         nothing.
 
         Returns INVALID_ARGUMENT naming the first bad memory (`memories[i].field`),
-        ALREADY_EXISTS if a (namespace, key) is taken or repeated in the batch.
+        ALREADY_EXISTS if a (namespace, key) is taken or repeated in the batch,
+        RESOURCE_EXHAUSTED if the batch would go beyond the tenant's max_memories.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,7 +175,8 @@ class MemoryServiceServicer:
         Returns NOT_FOUND if the old memory does not exist, FAILED_PRECONDITION if
         it is already SUPERSEDED, ABORTED on a stale `expected_version`,
         ALREADY_EXISTS if the replacement's key is held by another live memory,
-        INVALID_ARGUMENT for a malformed replacement.
+        INVALID_ARGUMENT for a malformed replacement, RESOURCE_EXHAUSTED if the
+        tenant stores its max_memories.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -304,6 +319,12 @@ class MemoryService:
 
     Every call runs in the caller's tenant. Ids of other tenants' memories are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     @staticmethod

@@ -33,6 +33,12 @@ class MemoryServiceStub:
 
     Every call runs in the caller's tenant. Ids of other tenants' memories are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     @_typing.overload
@@ -46,14 +52,16 @@ class MemoryServiceStub:
     Returns ALREADY_EXISTS if the (namespace, key) is taken and `upsert` is
     false, or if `request_id` was used for a different request;
     INVALID_ARGUMENT for a malformed field (an embedding of the wrong
-    dimension, NaN, Inf or all zeros; importance outside 1..10; ...).
+    dimension, NaN, Inf or all zeros; importance outside 1..10; ...);
+    RESOURCE_EXHAUSTED if the tenant stores its max_memories.
     """
     BatchCreateMemories: _grpc.UnaryUnaryMultiCallable[_memory_pb2.BatchCreateMemoriesRequest, _memory_pb2.BatchCreateMemoriesResponse]
     """Creates up to 10,000 memories in one transaction (binary COPY): all or
     nothing.
 
     Returns INVALID_ARGUMENT naming the first bad memory (`memories[i].field`),
-    ALREADY_EXISTS if a (namespace, key) is taken or repeated in the batch.
+    ALREADY_EXISTS if a (namespace, key) is taken or repeated in the batch,
+    RESOURCE_EXHAUSTED if the batch would go beyond the tenant's max_memories.
     """
     GetMemory: _grpc.UnaryUnaryMultiCallable[_memory_pb2.GetMemoryRequest, _memory_pb2.GetMemoryResponse]
     """Gets a memory by id, or by (namespace, key) among ACTIVE and DISPUTED
@@ -78,7 +86,8 @@ class MemoryServiceStub:
     Returns NOT_FOUND if the old memory does not exist, FAILED_PRECONDITION if
     it is already SUPERSEDED, ABORTED on a stale `expected_version`,
     ALREADY_EXISTS if the replacement's key is held by another live memory,
-    INVALID_ARGUMENT for a malformed replacement.
+    INVALID_ARGUMENT for a malformed replacement, RESOURCE_EXHAUSTED if the
+    tenant stores its max_memories.
     """
     DeleteMemory: _grpc.UnaryUnaryMultiCallable[_memory_pb2.DeleteMemoryRequest, _memory_pb2.DeleteMemoryResponse]
     """Archives a memory (status ARCHIVED, kept with its history), or with
@@ -129,6 +138,12 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
 
     Every call runs in the caller's tenant. Ids of other tenants' memories are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -139,14 +154,16 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     Returns ALREADY_EXISTS if the (namespace, key) is taken and `upsert` is
     false, or if `request_id` was used for a different request;
     INVALID_ARGUMENT for a malformed field (an embedding of the wrong
-    dimension, NaN, Inf or all zeros; importance outside 1..10; ...).
+    dimension, NaN, Inf or all zeros; importance outside 1..10; ...);
+    RESOURCE_EXHAUSTED if the tenant stores its max_memories.
     """
     BatchCreateMemories: _aio.UnaryUnaryMultiCallable[_memory_pb2.BatchCreateMemoriesRequest, _memory_pb2.BatchCreateMemoriesResponse]  # type: ignore[assignment]
     """Creates up to 10,000 memories in one transaction (binary COPY): all or
     nothing.
 
     Returns INVALID_ARGUMENT naming the first bad memory (`memories[i].field`),
-    ALREADY_EXISTS if a (namespace, key) is taken or repeated in the batch.
+    ALREADY_EXISTS if a (namespace, key) is taken or repeated in the batch,
+    RESOURCE_EXHAUSTED if the batch would go beyond the tenant's max_memories.
     """
     GetMemory: _aio.UnaryUnaryMultiCallable[_memory_pb2.GetMemoryRequest, _memory_pb2.GetMemoryResponse]  # type: ignore[assignment]
     """Gets a memory by id, or by (namespace, key) among ACTIVE and DISPUTED
@@ -171,7 +188,8 @@ class MemoryServiceAsyncStub(MemoryServiceStub):
     Returns NOT_FOUND if the old memory does not exist, FAILED_PRECONDITION if
     it is already SUPERSEDED, ABORTED on a stale `expected_version`,
     ALREADY_EXISTS if the replacement's key is held by another live memory,
-    INVALID_ARGUMENT for a malformed replacement.
+    INVALID_ARGUMENT for a malformed replacement, RESOURCE_EXHAUSTED if the
+    tenant stores its max_memories.
     """
     DeleteMemory: _aio.UnaryUnaryMultiCallable[_memory_pb2.DeleteMemoryRequest, _memory_pb2.DeleteMemoryResponse]  # type: ignore[assignment]
     """Archives a memory (status ARCHIVED, kept with its history), or with
@@ -221,6 +239,12 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Every call runs in the caller's tenant. Ids of other tenants' memories are
     indistinguishable from ids that do not exist (NOT_FOUND).
+
+    Every call needs the caller's API key (`authorization: Bearer <key>`) unless
+    the server runs with MEMORYD_AUTH=off, and returns UNAUTHENTICATED without a
+    valid one, PERMISSION_DENIED when the key is a viewer's and the call writes
+    (or its tenant is disabled), and RESOURCE_EXHAUSTED, with a
+    `google.rpc.RetryInfo`, when the tenant's request rate is used up.
     """
 
     @_abc_1.abstractmethod
@@ -235,7 +259,8 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns ALREADY_EXISTS if the (namespace, key) is taken and `upsert` is
         false, or if `request_id` was used for a different request;
         INVALID_ARGUMENT for a malformed field (an embedding of the wrong
-        dimension, NaN, Inf or all zeros; importance outside 1..10; ...).
+        dimension, NaN, Inf or all zeros; importance outside 1..10; ...);
+        RESOURCE_EXHAUSTED if the tenant stores its max_memories.
         """
 
     @_abc_1.abstractmethod
@@ -248,7 +273,8 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         nothing.
 
         Returns INVALID_ARGUMENT naming the first bad memory (`memories[i].field`),
-        ALREADY_EXISTS if a (namespace, key) is taken or repeated in the batch.
+        ALREADY_EXISTS if a (namespace, key) is taken or repeated in the batch,
+        RESOURCE_EXHAUSTED if the batch would go beyond the tenant's max_memories.
         """
 
     @_abc_1.abstractmethod
@@ -291,7 +317,8 @@ class MemoryServiceServicer(metaclass=_abc_1.ABCMeta):
         Returns NOT_FOUND if the old memory does not exist, FAILED_PRECONDITION if
         it is already SUPERSEDED, ABORTED on a stale `expected_version`,
         ALREADY_EXISTS if the replacement's key is held by another live memory,
-        INVALID_ARGUMENT for a malformed replacement.
+        INVALID_ARGUMENT for a malformed replacement, RESOURCE_EXHAUSTED if the
+        tenant stores its max_memories.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,1 @@
+"""AdminService: tenants, API keys and erasure."""

@@ -1,0 +1,149 @@
+"""The auth interceptor: who is calling, and may they call this RPC."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+import structlog
+
+from memoryd_server import quotas
+from memoryd_server.auth import keys, policy
+from memoryd_server.auth.principal import ANONYMOUS, Principal, bind, unbind
+from memoryd_server.auth.verifier import KeyVerifier, Verified
+from memoryd_server.errors import (
+    STATUS_DETAILS_KEY,
+    MemorydError,
+    PermissionDenied,
+    Unauthenticated,
+    to_status,
+)
+from memoryd_server.interceptors import Behavior, Continuation, rewrap
+from memoryd_server.ratelimit import RateLimiter
+
+log = structlog.get_logger("memoryd.auth")
+
+# Health checks and reflection need no key: load balancers and grpcurl use them.
+OPEN_METHOD_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+# One message for every key that does not work, so none tells them apart.
+INVALID_KEY = "the API key is not valid"
+MISSING_KEY = "this call needs an API key: send the metadata 'authorization: Bearer <key>'"
+MALFORMED = "the authorization metadata must be 'Bearer <key>'"
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates each call by its API key and checks the key's role.
+
+    With ``verifier`` None (MEMORYD_AUTH=off) every caller is the anonymous
+    admin of the ``default`` tenant, and tenant administration is refused.
+    The principal is bound around the handler, where ``tenancy`` reads it,
+    and so are its tenant's limits (``quotas.current()``), after ``limiter``
+    took the call from the tenant's rate.
+    """
+
+    def __init__(self, verifier: KeyVerifier | None, limiter: RateLimiter | None = None) -> None:
+        self._verifier = verifier
+        self._limiter = limiter
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
+            return handler
+        try:
+            verified = await self._authenticate(handler_call_details.invocation_metadata)
+            principal = verified.principal
+            _authorize(principal, verified, method, auth_on=self._verifier is not None)
+            limits = self._limits(verified)
+        except MemorydError as exc:
+            return _refusal(handler, exc)
+        except Exception as exc:  # a bug: INTERNAL, never an unauthenticated pass
+            log.exception("auth_error", rpc=method)
+            return _refusal(handler, exc)
+
+        def wrap(behavior: Behavior, streams: bool) -> Behavior:
+            async def bound(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                token = bind(principal)
+                limits_token = quotas.bind(limits)
+                # Left bound: each call is its own task, and the access log (an
+                # outer interceptor) reports them after the handler returns.
+                structlog.contextvars.bind_contextvars(
+                    tenant=principal.tenant_id, key_id=principal.key_id
+                )
+                try:
+                    return await behavior(request, context)
+                finally:
+                    quotas.unbind(limits_token)
+                    unbind(token)
+
+            del streams  # memoryd's own RPCs are all unary; the open ones are not wrapped
+            return bound
+
+        return rewrap(handler, wrap)
+
+    def _limits(self, verified: Verified) -> quotas.Limits:
+        """The caller's tenant's limits, once its rate admits the call (RESOURCE_EXHAUSTED).
+
+        Operator keys and MEMORYD_AUTH=off have no tenant record: no limits.
+        """
+        if self._limiter is None or verified.tenant is None:
+            return quotas.UNLIMITED
+        limits = self._limiter.limits(verified.tenant)
+        self._limiter.check(verified.tenant.tenant_id, limits)
+        return limits
+
+    async def _authenticate(self, metadata: Sequence[tuple[str, Any]] | None) -> Verified:
+        if self._verifier is None:
+            return Verified(ANONYMOUS, None)
+        values = [v for k, v in metadata or () if k == "authorization"]
+        if not values:
+            raise Unauthenticated(MISSING_KEY)
+        value = values[0]
+        secret = keys.bearer_token(value) if isinstance(value, str) and len(values) == 1 else None
+        if secret is None:
+            raise Unauthenticated(MALFORMED)
+        verified = await self._verifier.verify(secret)
+        if verified is None:
+            raise Unauthenticated(INVALID_KEY)
+        return verified
+
+
+def _authorize(principal: Principal, verified: Verified, method: str, *, auth_on: bool) -> None:
+    if verified.tenant is not None and verified.tenant.disabled:
+        raise PermissionDenied(f"tenant {verified.tenant.tenant_id} is disabled")
+    if policy.allows(principal.role, method):
+        return
+    rpc = method.rsplit("/", 1)[-1]
+    if not auth_on and policy.METHOD_PERMISSIONS.get(method) == "operator":
+        raise PermissionDenied(
+            f"{rpc} manages tenants: it needs MEMORYD_AUTH=on and an operator key"
+        )
+    if principal.role == "operator":
+        raise PermissionDenied(f"operator keys manage tenants and keys; {rpc} needs a tenant's key")
+    raise PermissionDenied(f"a {principal.role} key may not call {rpc}")
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler[Any, Any], error: Exception
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same kind that fails every call with ``error``."""
+    code, message, details = to_status(error)
+
+    def wrap(behavior: Behavior, streams: bool) -> Behavior:
+        del behavior, streams
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            del request
+            await context.abort(code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
+
+        return refuse
+
+    return rewrap(handler, wrap)
