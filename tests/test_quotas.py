@@ -22,6 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from psycopg import sql
 
+import memoryd
 from memoryd.v1 import conversation_pb2 as cpb
 from memoryd.v1 import conversation_pb2_grpc, memory_pb2_grpc
 from memoryd.v1 import memory_pb2 as mpb
@@ -293,6 +294,20 @@ def test_rate_limit_refuses_beyond_the_burst_then_recovers(
     time.sleep(delay)
     call(tenant)
     assert_status(lambda: call(tenant), EXHAUSTED)
+
+
+def test_typed_client_waits_out_the_rate_limit(
+    db: Db, auth_server: ServerThread, tenant: TenantKeys
+) -> None:
+    """memoryd.Client retries a refused read after the RetryInfo delay, and it then passes."""
+    set_quotas(db, auth_server, tenant.tenant_id, requests_per_second=4, burst=1)
+    with memoryd.Client(auth_server.addr, api_key=tenant.viewer) as client:
+        client.conversations.list()  # takes the only token
+        started = time.monotonic()
+        page = client.conversations.list()  # refused once, retried after about 0.25 s
+        waited = time.monotonic() - started
+    assert page.items == ()
+    assert 0.15 < waited < 5
 
 
 def test_unlimited_rate(
