@@ -11,12 +11,12 @@ from memoryd.v1 import conversation_pb2 as pb
 from memoryd.v1 import conversation_pb2_grpc as pb_grpc
 from memoryd_server import quotas, tenancy
 from memoryd_server.config import Settings
+from memoryd_server.conversations import convert, models, store
 from memoryd_server.conversations import messages as message_store
-from memoryd_server.conversations import models, store
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid, uuid7
 from memoryd_server.pagination import PageTokens, page_size
-from memoryd_server.protoconv import dict_to_struct, request_hash, struct_to_dict, timestamp
+from memoryd_server.protoconv import request_hash, struct_to_dict
 from memoryd_server.validation import check_chars, check_enum, check_text
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -24,25 +24,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_MESSAGES_PER_APPEND = 1000
 MAX_WINDOW_MESSAGES = 1000
 DEFAULT_WINDOW_MESSAGES = 20
-
-_STATUS_TO_DB: dict[pb.ConversationStatus.ValueType, models.Status] = {
-    pb.CONVERSATION_STATUS_ACTIVE: "active",
-    pb.CONVERSATION_STATUS_IDLE: "idle",
-    pb.CONVERSATION_STATUS_CLOSED: "closed",
-}
-_STATUS_TO_PB = {v: k for k, v in _STATUS_TO_DB.items()}
-_ROLE_TO_DB: dict[pb.MessageRole.ValueType, models.Role] = {
-    pb.MESSAGE_ROLE_USER: "user",
-    pb.MESSAGE_ROLE_ASSISTANT: "assistant",
-    pb.MESSAGE_ROLE_SYSTEM: "system",
-    pb.MESSAGE_ROLE_TOOL: "tool",
-}
-_ROLE_TO_PB = {v: k for k, v in _ROLE_TO_DB.items()}
-_RATING_TO_DB: dict[pb.FeedbackRating.ValueType, models.Rating] = {
-    pb.FEEDBACK_RATING_POSITIVE: "positive",
-    pb.FEEDBACK_RATING_NEGATIVE: "negative",
-}
-_RATING_TO_PB = {v: k for k, v in _RATING_TO_DB.items()}
 
 
 class ConversationServicer(pb_grpc.ConversationServiceServicer):
@@ -70,7 +51,9 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         )
 
     def _new_message(self, field: str, msg: pb.Message) -> models.NewMessage:
-        role = _ROLE_TO_DB.get(check_enum(f"{field}.role", msg.role, pb.MessageRole.DESCRIPTOR))
+        role = convert.ROLE_TO_DB.get(
+            check_enum(f"{field}.role", msg.role, pb.MessageRole.DESCRIPTOR)
+        )
         if role is None:
             raise InvalidArgument(f"{field}.role", "is required")
         limit = self._settings.max_content_bytes
@@ -125,7 +108,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             request_hash=request_hash(request),
             max_conversations=quotas.current().max_conversations,
         )
-        return pb.CreateConversationResponse(conversation=conversation_to_pb(created))
+        return pb.CreateConversationResponse(conversation=convert.conversation_to_pb(created))
 
     async def GetConversation(
         self, request: pb.GetConversationRequest, context: Context
@@ -135,7 +118,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             tenant_id=tenancy.tenant_of(context),
             conversation_id=check_resource_id("conversation_id", request.conversation_id),
         )
-        return pb.GetConversationResponse(conversation=conversation_to_pb(found))
+        return pb.GetConversationResponse(conversation=convert.conversation_to_pb(found))
 
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: Context
@@ -145,7 +128,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             user_id=check_chars("user_id", request.user_id, 256),
             agent_id=check_chars("agent_id", request.agent_id, 256),
             app_name=check_chars("app_name", request.app_name, 256),
-            status=_STATUS_TO_DB.get(status),
+            status=convert.STATUS_TO_DB.get(status),
         )
         tenant = tenancy.tenant_of(context)
         query = {"tenant": tenant, **vars(filter_)}
@@ -165,7 +148,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
                 "conversations", query, [last.last_activity_time.isoformat(), last.id]
             )
         return pb.ListConversationsResponse(
-            conversations=[conversation_to_pb(c) for c in rows], next_page_token=token
+            conversations=[convert.conversation_to_pb(c) for c in rows], next_page_token=token
         )
 
     async def UpdateConversation(
@@ -193,7 +176,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             elif path == "summary":
                 changes["summary"] = check_text("conversation.summary", conv.summary, limit)
             elif path == "status":
-                status = _STATUS_TO_DB.get(
+                status = convert.STATUS_TO_DB.get(
                     check_enum("conversation.status", conv.status, pb.ConversationStatus.DESCRIPTOR)
                 )
                 if status is None:
@@ -211,7 +194,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             changes=changes,
             expected_version=expected,
         )
-        return pb.UpdateConversationResponse(conversation=conversation_to_pb(updated))
+        return pb.UpdateConversationResponse(conversation=convert.conversation_to_pb(updated))
 
     async def DeleteConversation(
         self, request: pb.DeleteConversationRequest, context: Context
@@ -248,8 +231,8 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             max_conversations=quotas.current().max_conversations,
         )
         return pb.AppendMessagesResponse(
-            messages=[message_to_pb(m) for m in appended],
-            conversation=conversation_to_pb(conversation),
+            messages=[convert.message_to_pb(m) for m in appended],
+            conversation=convert.conversation_to_pb(conversation),
         )
 
     async def ListMessages(
@@ -286,7 +269,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             token = self._tokens.encode("messages", query, [rows[limit].seq])
             rows = rows[:limit]
         return pb.ListMessagesResponse(
-            messages=[message_to_pb(m) for m in rows], next_page_token=token
+            messages=[convert.message_to_pb(m) for m in rows], next_page_token=token
         )
 
     async def GetContextWindow(
@@ -312,7 +295,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             include_system_messages=request.include_system_messages,
         )
         return pb.GetContextWindowResponse(
-            messages=[message_to_pb(m) for m in window.messages],
+            messages=[convert.message_to_pb(m) for m in window.messages],
             summary=window.summary,
             total_tokens=window.total_tokens,
             omitted_message_count=window.omitted_message_count,
@@ -323,7 +306,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
     ) -> pb.SetMessageFeedbackResponse:
         conversation_id = check_resource_id("conversation_id", request.conversation_id)
         message_id = parse_uuid("message_id", request.message_id)
-        rating = _RATING_TO_DB.get(
+        rating = convert.RATING_TO_DB.get(
             check_enum("rating", request.rating, pb.FeedbackRating.DESCRIPTOR)
         )
         if rating is None:
@@ -336,7 +319,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             rating=rating,
             comment=check_chars("comment", request.comment, 4096),
         )
-        return pb.SetMessageFeedbackResponse(message=message_to_pb(updated))
+        return pb.SetMessageFeedbackResponse(message=convert.message_to_pb(updated))
 
 
 def _decode_activity(position: list[Any]) -> tuple[Any, str]:
@@ -347,64 +330,3 @@ def _decode_activity(position: list[Any]) -> tuple[Any, str]:
         return dt.datetime.fromisoformat(when), str(last_id)
     except (TypeError, ValueError):
         raise InvalidArgument("page_token", "is not a valid page token for this request") from None
-
-
-def conversation_to_pb(c: models.Conversation) -> pb.Conversation:
-    """The proto of a conversation row."""
-    return pb.Conversation(
-        id=c.id,
-        user_id=c.user_id,
-        agent_id=c.agent_id,
-        app_name=c.app_name,
-        title=c.title,
-        status=_STATUS_TO_PB[c.status],
-        summary=c.summary,
-        metadata=dict_to_struct(c.metadata),
-        state=dict_to_struct(c.state),
-        version=c.version,
-        message_count=c.message_count,
-        total_input_tokens=c.total_input_tokens,
-        total_output_tokens=c.total_output_tokens,
-        last_message_time=timestamp(c.last_message_time),
-        create_time=timestamp(c.create_time),
-        update_time=timestamp(c.update_time),
-        created_by=c.created_by,
-        created_by_name=c.created_by_name,
-        updated_by=c.updated_by,
-        updated_by_name=c.updated_by_name,
-    )
-
-
-def message_to_pb(m: models.Message) -> pb.Message:
-    """The proto of a message row."""
-    feedback = None
-    if m.feedback_rating is not None:
-        feedback = pb.Feedback(
-            rating=_RATING_TO_PB[m.feedback_rating],
-            comment=m.feedback_comment or "",
-            update_time=timestamp(m.feedback_time),
-        )
-    return pb.Message(
-        id=str(m.id),
-        conversation_id=m.conversation_id,
-        seq=m.seq,
-        role=_ROLE_TO_PB[m.role],
-        content=m.content,
-        name=m.name,
-        tool_calls=[
-            pb.ToolCall(
-                id=t.get("id", ""),
-                name=t.get("name", ""),
-                arguments=dict_to_struct(t.get("arguments")),
-            )
-            for t in m.tool_calls
-        ],
-        tool_call_id=m.tool_call_id,
-        token_count=m.token_count,
-        model=m.model,
-        metadata=dict_to_struct(m.metadata),
-        feedback=feedback,
-        create_time=timestamp(m.create_time),
-        created_by=m.created_by,
-        created_by_name=m.created_by_name,
-    )

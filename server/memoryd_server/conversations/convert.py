@@ -1,0 +1,87 @@
+"""Conversation and message rows to protos, and the enums between the two."""
+
+from __future__ import annotations
+
+from memoryd.v1 import conversation_pb2 as pb
+from memoryd_server.conversations import models
+from memoryd_server.protoconv import dict_to_struct, timestamp
+
+STATUS_TO_DB: dict[pb.ConversationStatus.ValueType, models.Status] = {
+    pb.CONVERSATION_STATUS_ACTIVE: "active",
+    pb.CONVERSATION_STATUS_IDLE: "idle",
+    pb.CONVERSATION_STATUS_CLOSED: "closed",
+}
+STATUS_TO_PB = {v: k for k, v in STATUS_TO_DB.items()}
+ROLE_TO_DB: dict[pb.MessageRole.ValueType, models.Role] = {
+    pb.MESSAGE_ROLE_USER: "user",
+    pb.MESSAGE_ROLE_ASSISTANT: "assistant",
+    pb.MESSAGE_ROLE_SYSTEM: "system",
+    pb.MESSAGE_ROLE_TOOL: "tool",
+}
+ROLE_TO_PB = {v: k for k, v in ROLE_TO_DB.items()}
+RATING_TO_DB: dict[pb.FeedbackRating.ValueType, models.Rating] = {
+    pb.FEEDBACK_RATING_POSITIVE: "positive",
+    pb.FEEDBACK_RATING_NEGATIVE: "negative",
+}
+RATING_TO_PB = {v: k for k, v in RATING_TO_DB.items()}
+
+
+def conversation_to_pb(c: models.Conversation) -> pb.Conversation:
+    """The proto of a conversation row."""
+    return pb.Conversation(
+        id=c.id,
+        user_id=c.user_id,
+        agent_id=c.agent_id,
+        app_name=c.app_name,
+        title=c.title,
+        status=STATUS_TO_PB[c.status],
+        summary=c.summary,
+        metadata=dict_to_struct(c.metadata),
+        state=dict_to_struct(c.state),
+        version=c.version,
+        message_count=c.message_count,
+        total_input_tokens=c.total_input_tokens,
+        total_output_tokens=c.total_output_tokens,
+        last_message_time=timestamp(c.last_message_time),
+        create_time=timestamp(c.create_time),
+        update_time=timestamp(c.update_time),
+        created_by=c.created_by,
+        created_by_name=c.created_by_name,
+        updated_by=c.updated_by,
+        updated_by_name=c.updated_by_name,
+    )
+
+
+def message_to_pb(m: models.Message) -> pb.Message:
+    """The proto of a message row."""
+    feedback = None
+    if m.feedback_rating is not None:
+        feedback = pb.Feedback(
+            rating=RATING_TO_PB[m.feedback_rating],
+            comment=m.feedback_comment or "",
+            update_time=timestamp(m.feedback_time),
+        )
+    return pb.Message(
+        id=str(m.id),
+        conversation_id=m.conversation_id,
+        seq=m.seq,
+        role=ROLE_TO_PB[m.role],
+        content=m.content,
+        name=m.name,
+        tool_calls=[
+            pb.ToolCall(
+                id=t.get("id", ""),
+                name=t.get("name", ""),
+                arguments=dict_to_struct(t.get("arguments")),
+            )
+            for t in m.tool_calls
+        ],
+        tool_call_id=m.tool_call_id,
+        token_count=m.token_count,
+        model=m.model,
+        metadata=dict_to_struct(m.metadata),
+        feedback=feedback,
+        create_time=timestamp(m.create_time),
+        created_by=m.created_by,
+        created_by_name=m.created_by_name,
+    )
