@@ -101,6 +101,14 @@ def test_anonymous_caller_is_admin_of_default(memoryd_server: ServerThread) -> N
         got = stub.GetTenant(pb.GetTenantRequest())
         assert got.tenant.tenant_id == "default"
         assert got.tenant.state == pb.TENANT_STATE_ACTIVE
+        # Nothing is enforced with auth off but the server's content limit.
+        limits = got.tenant.effective_quotas
+        assert (limits.requests_per_second, limits.max_memories, limits.max_conversations) == (
+            0,
+            0,
+            0,
+        )
+        assert limits.max_content_bytes == memoryd_server.settings.max_content_bytes
         stub.ListApiKeys(pb.ListApiKeysRequest())
         assert_status(
             lambda: stub.CreateTenant(pb.CreateTenantRequest(tenant=pb.Tenant(tenant_id="x"))),
@@ -443,6 +451,39 @@ def test_create_api_key_errors(admin: Admin, tenant: TenantKeys, other_tenant: T
         NOT_FOUND,
         message="tenant no-such-tenant not found",
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["a\nb", "a\r", "\tindented", "\x1b[2J", "del\x7f", "c1\x85", "csi\x9b1m", "nul\x00"]
+)
+def test_names_refuse_control_characters(
+    admin: Admin, tenant: TenantKeys, uid: str, name: str
+) -> None:
+    """Listings print these names in table rows: a newline or ESC would forge or hide rows."""
+    refused = "must not contain control characters"
+    assert_status(
+        lambda: create_key(admin, tenant.metadata("admin"), name=name),
+        INVALID,
+        field="name",
+        message=refused,
+    )
+    assert_status(
+        lambda: new_tenant(admin, uid, display_name=name), INVALID, field="tenant.display_name"
+    )
+    assert_status(
+        lambda: _update(
+            admin, pb.Tenant(tenant_id=tenant.tenant_id, display_name=name), "display_name"
+        ),
+        INVALID,
+        field="tenant.display_name",
+        message=refused,
+    )
+
+
+def test_names_keep_printable_unicode(admin: Admin, tenant: TenantKeys, uid: str) -> None:
+    name = "Zoë's bot ☃ 机器人"
+    assert create_key(admin, tenant.metadata("admin"), name=name).api_key.name == name
+    assert new_tenant(admin, uid, display_name=name).display_name == name
 
 
 def test_operator_creates_tenant_and_operator_keys(

@@ -7,13 +7,19 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
 import memoryd
+from memoryd_server.admin import cli as admin_cli
 from memoryd_server.cli import main
+from memoryd_server.config import Settings
 
 from .conftest import ADMIN_SECRET, ServerThread, TenantKeys
 
@@ -209,3 +215,139 @@ def test_entry_point_in_a_shell_substitution(auth_server: ServerThread, tenant: 
     assert made.stdout == secret + "\n"
     with memoryd.Client(auth_server.addr, api_key=secret) as client:
         assert client.admin.whoami().role == "viewer"
+
+
+KEY = ("keys", "create", "--name", "x", "--role", "viewer")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((*KEY, "--expires-in", "1e10"), "--expires-in: DAYS must be more than 0 and at most 365"),
+        ((*KEY, "--expires-in", "nan"), "--expires-in: DAYS must be more than 0"),
+        ((*KEY, "--expires-in", "inf"), "--expires-in: DAYS must be more than 0"),
+        ((*KEY, "--expires-in", "0"), "--expires-in: DAYS must be more than 0"),
+        ((*KEY, "--expire-time", "9999-12-31T23:00:00-05:00"), "--expire-time: out of range"),
+        (
+            ("tenants", "update", "t", "--max-memories", "99999999999999999999"),
+            "--max-memories: N must be from 0 (unlimited) to 9223372036854775807",
+        ),
+        (("tenants", "create", "t", "--burst", "-1"), "--burst: N must be from 0 (unlimited)"),
+        (
+            ("tenants", "update", "t", "--requests-per-second", "nan"),
+            "--requests-per-second: N must be 0 (unlimited) or more",
+        ),
+        (
+            ("tenants", "create", "t", "--requests-per-second", "inf"),
+            "--requests-per-second: N must be 0 (unlimited) or more",
+        ),
+        (
+            ("tenants", "update", "t", "--burst", "5", "--reset", "burst"),
+            "--burst and --reset burst: set a quota or reset it",
+        ),
+        (
+            ("tenants", "update", "t"),
+            "nothing to update: pass --display-name, a quota option or --reset (see --help)",
+        ),
+        # What the client cannot encode: a lone surrogate from an undecodable argv byte.
+        (("tenants", "get", "\udcff"), "invalid argument: 'utf-8' codec can't encode"),
+    ],
+)
+def test_bad_arguments_exit_2_without_a_traceback(
+    cli: Any, args: tuple[str, ...], message: str
+) -> None:
+    code, out, err = cli(*args, key=ADMIN_SECRET)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"memoryd: error: {message}"), err
+    assert len(err.splitlines()) == 1
+
+
+def test_conflicting_update_changes_nothing(cli: Any, uid: str) -> None:
+    tid = f"cli-{uid}"
+    assert cli("tenants", "create", tid, "--burst", "7", key=ADMIN_SECRET)[0] == 0
+    code, _, _ = cli("tenants", "update", tid, "--burst", "5", "--reset", "burst", key=ADMIN_SECRET)
+    assert code == 2
+    code, out, err = cli("tenants", "get", tid, "--json", key=ADMIN_SECRET)
+    assert code == 0, err
+    assert json.loads(out)["quotas"]["burst"] == 7
+
+
+def test_bootstrap_refuses_bad_arguments(pg_uri: str) -> None:
+    for args, message in [
+        (("--expires-in", "1e10"), "--expires-in: DAYS must be more than 0 and at most 36500"),
+        (("--expires-in", "nan"), "--expires-in: DAYS must be more than 0"),
+        (("--name", "a\nb"), "--name: must not contain control characters"),
+    ]:
+        made = memoryd_command(
+            "keys", "create", "--operator", "--name", "ops", *args, env={"DATABASE_URL": pg_uri}
+        )
+        assert made.returncode == 2, made.stderr
+        assert made.stderr.startswith(f"memoryd: error: {message}"), made.stderr
+        assert len(made.stderr.splitlines()) == 1
+
+
+def test_interrupt_exits_130_without_a_traceback(cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(admin_cli, "_dispatch", interrupted)
+    assert cli("tenants", "list", key=ADMIN_SECRET) == (130, "", "")
+
+
+def test_tables_escape_control_characters_of_old_rows(
+    cli: Any, db: psycopg.Connection[Any], tenant: TenantKeys
+) -> None:
+    """Rows stored before the server refused them cannot forge lines or send escapes."""
+    forged = "evil\n" + "0" * 36 + "  other  admin\x1b[2K\x9b"
+    db.execute(
+        "UPDATE api_keys SET name = %s WHERE key_id = %s", (forged, tenant.key_ids["viewer"])
+    )
+    db.execute(
+        "UPDATE tenants SET display_name = %s WHERE tenant_id = %s",
+        ("a\tb\rc", tenant.tenant_id),
+    )
+    code, out, err = cli("keys", "list", "--tenant", tenant.tenant_id, key=ADMIN_SECRET)
+    assert code == 0, err
+    assert len(out.splitlines()) == 4
+    assert "evil\\n000" in out
+    assert "admin\\x1b[2K\\x9b" in out
+    assert out.isascii()
+    code, out, err = cli("tenants", "get", tenant.tenant_id, key=ADMIN_SECRET)
+    assert code == 0, err
+    assert "a\\tb\\rc" in out.splitlines()[1]
+    code, out, err = cli("keys", "list", "--tenant", tenant.tenant_id, "--json", key=ADMIN_SECRET)
+    assert code == 0, err
+    assert forged in [json.loads(line)["name"] for line in out.splitlines()]
+
+
+@pytest.fixture
+def empty_database(db: psycopg.Connection[Any], pg_uri: str, uid: str) -> Iterator[str]:
+    """The URI of a new, empty database in the session's PostgreSQL; dropped afterwards."""
+    name = f"memoryd_bootstrap_{uid}"
+    db.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlsplit(pg_uri)._replace(path=f"/{name}").geturl()
+    finally:
+        db.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_bootstrap_migrates_a_new_database(empty_database: str, server_log: Path) -> None:
+    del server_log  # the server below logs there
+    env = {"DATABASE_URL": empty_database, "MEMORYD_EMBEDDING_DIM": "384"}
+    bootstrap = ("keys", "create", "--operator", "--name", "first")
+    refused = memoryd_command(*bootstrap, env={**env, "MEMORYD_MIGRATE_ON_START": "false"})
+    assert refused.returncode == 2
+    assert "run `memoryd migrate`" in refused.stderr
+
+    made = memoryd_command(*bootstrap, env=env)
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    server = ServerThread(
+        Settings(addr="127.0.0.1:0", database_url=empty_database, auth="on", embedding_dim=384)
+    )
+    try:
+        with memoryd.Client(server.addr, api_key=secret) as client:
+            assert client.admin.whoami().key_name == "first"
+            assert client.admin.create_tenant("acme").state == "active"
+    finally:
+        server.stop()

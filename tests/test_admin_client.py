@@ -102,3 +102,25 @@ def test_unknown_role_is_refused_before_the_call(auth_server: ServerThread) -> N
         with pytest.raises(memoryd.InvalidArgument) as info:
             ops.admin.create_key(name="x", role="owner")  # type: ignore[arg-type]
         assert info.value.field_violations[0].field == "role"
+
+
+def test_a_quota_both_set_and_reset_is_refused_before_the_call(
+    auth_server: ServerThread, uid: str
+) -> None:
+    tid = f"c-{uid}"
+    with memoryd.Client(auth_server.addr, api_key=ADMIN_SECRET) as ops:
+        ops.admin.create_tenant(tid, quotas=memoryd.Quotas(burst=7))
+        with pytest.raises(ValueError, match=r"^burst is both set and reset$"):
+            ops.admin.update_tenant(tid, quotas=memoryd.Quotas(burst=5), reset_quotas=["burst"])
+        assert ops.admin.get_tenant(tid).tenant.quotas.burst == 7
+
+    async def both() -> None:
+        async with memoryd.AsyncClient(auth_server.addr, api_key=ADMIN_SECRET) as client:
+            with pytest.raises(ValueError, match="max_memories is both set and reset"):
+                await client.admin.update_tenant(
+                    tid,
+                    quotas=memoryd.Quotas(burst=1, max_memories=5),
+                    reset_quotas=["max_memories"],
+                )
+
+    asyncio.run(both())

@@ -33,7 +33,8 @@ from memoryd_server.auth.verifier import TenantRecord, Verified
 from memoryd_server.config import Settings
 from memoryd_server.database import transaction
 from memoryd_server.errors import ResourceExhausted, to_status
-from memoryd_server.ratelimit import RateLimiter
+from memoryd_server.quotas import Limits
+from memoryd_server.ratelimit import MAX_WAIT_SECONDS, RateLimiter
 
 from .conftest import ServerThread, TenantKeys, assert_status
 
@@ -185,6 +186,20 @@ def test_refused_calls_take_no_token() -> None:
     assert limiter.take("t", rate=1.0, burst=1) == 0.0
 
 
+@pytest.mark.parametrize("rate", [1e-4, 1e-12, 1e-20, 5e-324])
+def test_tiny_rates_ask_for_at_most_an_hour(rate: float) -> None:
+    """A near-zero rate still gives a finite RetryInfo a Duration can hold."""
+    limiter = RateLimiter(Settings(), clock=Clock())
+    limits = Limits(rate, 1, 0, 0, 0)
+    limiter.check("t", limits)
+    with pytest.raises(ResourceExhausted) as info:
+        limiter.check("t", limits)
+    assert info.value.retry_after == MAX_WAIT_SECONDS
+    code, _, details = to_status(info.value)
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status_pb2.Status.FromString(details).details
+
+
 def test_tenants_have_separate_buckets_and_zero_is_unlimited() -> None:
     limiter = RateLimiter(Settings(), clock=Clock())
     limiter.take("a", rate=1.0, burst=1)
@@ -308,6 +323,13 @@ def test_typed_client_waits_out_the_rate_limit(
         waited = time.monotonic() - started
     assert page.items == ()
     assert 0.15 < waited < 5
+    # A rate-limit refusal comes before the handler: even a write that is
+    # never retried otherwise (a delete has no request_id) is.
+    with memoryd.Client(auth_server.addr, api_key=tenant.member) as client:
+        client.conversations.create(conversation_id=f"rl-{tenant.tenant_id}")
+        client.conversations.delete(f"rl-{tenant.tenant_id}")
+        with pytest.raises(memoryd.NotFound):
+            client.conversations.get(f"rl-{tenant.tenant_id}")
 
 
 def test_unlimited_rate(
@@ -366,6 +388,25 @@ def test_supersede_at_the_limit_is_refused(
     )
     current = memories.GetMemory(mpb.GetMemoryRequest(memory_id=old.id), metadata=tenant.metadata())
     assert current.memory.status == mpb.MEMORY_STATUS_ACTIVE
+    # At the limit, a missing or stale memory still says so, not that the tenant is full.
+    assert_status(
+        lambda: memories.SupersedeMemory(
+            mpb.SupersedeMemoryRequest(
+                memory_id=str(uuid.uuid4()), memory=mpb.Memory(content="new")
+            ),
+            metadata=tenant.metadata(),
+        ),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    assert_status(
+        lambda: memories.SupersedeMemory(
+            mpb.SupersedeMemoryRequest(
+                memory_id=old.id, memory=mpb.Memory(content="new"), expected_version=7
+            ),
+            metadata=tenant.metadata(),
+        ),
+        grpc.StatusCode.ABORTED,
+    )
 
 
 def test_batch_over_the_limit_is_refused_as_a_whole(

@@ -183,3 +183,22 @@ def test_a_tenant_sees_only_its_own_keys(memoryd_server, tenant, other_tenant):
     rows = _query(memoryd_server, tenant.tenant_id, "SELECT DISTINCT tenant_id FROM api_keys")
     assert rows == [(tenant.tenant_id,)]
     assert other_tenant.tenant_id
+
+
+@pytest.mark.parametrize(
+    "change", ["role = 'operator', tenant_id = NULL", "tenant_id = 'default'", "name = 'renamed'"]
+)
+def test_requests_cannot_rewrite_a_keys_role_or_tenant(memoryd_server, tenant, change):
+    """The server's role may stamp last use and revocation, nothing else of a key."""
+    statement = f"UPDATE api_keys SET {change} WHERE key_id = %s"
+    with pytest.raises((psycopg.errors.InsufficientPrivilege, MemorydError)):
+        _as_key_holder(memoryd_server, tenant.viewer, statement % f"'{tenant.key_ids['viewer']}'")
+    with pytest.raises((psycopg.errors.InsufficientPrivilege, MemorydError)):
+        _query(memoryd_server, tenant.tenant_id, statement, (tenant.key_ids["viewer"],))
+    touched = _query(
+        memoryd_server,
+        tenant.tenant_id,
+        "UPDATE api_keys SET revoke_time = now() WHERE key_id = %s RETURNING role",
+        (tenant.key_ids["viewer"],),
+    )
+    assert touched == [("viewer",)]

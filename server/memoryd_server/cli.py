@@ -143,10 +143,16 @@ def _import(settings: Settings, args: argparse.Namespace) -> None:
 def _create_operator_key(settings: Settings, args: argparse.Namespace) -> None:
     if args.tenant or args.role:
         raise ConfigError("keys create --operator: operator keys take no --tenant or --role")
+    admin_cli.check_key_name(args.name)  # before migrating anything
     expires = admin_cli.expire_time(args)
-    created = _with_database(
-        settings, lambda url: admin_cli.create_operator_key(url, name=args.name, expires=expires)
-    )
+
+    def bootstrap(url: str) -> admin_cli.Bootstrapped:
+        # Suggested before the first `serve`: migrate first, as serve would.
+        if settings.migrate_on_start:
+            database.apply_migrations(url, embedding_dim=settings.embedding_dim)
+        return admin_cli.create_operator_key(url, name=args.name, expires=expires)
+
+    created = _with_database(settings, bootstrap)
     admin_cli.print_bootstrapped(created, as_json=args.json)
 
 

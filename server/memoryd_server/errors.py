@@ -86,6 +86,10 @@ class ResourceExhausted(MemorydError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
+        if retry_after is not None:  # a Duration holds it: finite, within a day
+            retry_after = (
+                min(max(retry_after, 0.0), 86_400.0) if math.isfinite(retry_after) else 1.0
+            )
         self.retry_after = retry_after
 
 

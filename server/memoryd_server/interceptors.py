@@ -60,30 +60,33 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
 
-        def finish(context: grpc.aio.ServicerContext[Any, Any], start: float) -> None:
+        def finish(context: grpc.aio.ServicerContext[Any, Any], start: float, peer: str) -> None:
             code = context.code() or grpc.StatusCode.OK
             log.info(
                 "rpc",
                 rpc=method,
                 code=code.name if isinstance(code, grpc.StatusCode) else str(code),
                 duration_ms=round((time.perf_counter() - start) * 1000, 3),
-                peer=context.peer(),
+                peer=peer,
             )
 
         def wrap(behavior: Behavior, streams: bool) -> Behavior:
             async def logged(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                start = time.perf_counter()
+                start, peer = time.perf_counter(), context.peer()
                 try:
                     return await behavior(request, context)
                 finally:
-                    finish(context, start)
+                    finish(context, start, peer)
 
             async def logged_stream(
                 request: Any,
                 context: grpc.aio.ServicerContext[Any, Any],
             ) -> AsyncIterator[Any]:
                 # Stream handlers are async generators or coroutines that call write().
-                start = time.perf_counter()
+                # The peer is read first: a stream closed by the client (a
+                # reflection client going away) may end here after grpc freed
+                # the call, and asking it for its peer then crashed the process.
+                start, peer = time.perf_counter(), context.peer()
                 try:
                     result = behavior(request, context)
                     if inspect.isasyncgen(result):
@@ -92,7 +95,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                     else:
                         await result
                 finally:
-                    finish(context, start)
+                    finish(context, start, peer)
 
             return logged_stream if streams else logged
 

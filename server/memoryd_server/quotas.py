@@ -12,6 +12,7 @@ far more than that rounding.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,6 +64,13 @@ def effective_limits(settings: Settings, tenant: TenantRecord | None) -> Limits:
         max_conversations=pick(own.max_conversations, settings.quota_max_conversations),
         max_content_bytes=content,
     )
+
+
+def limits_in_force(settings: Settings, tenant: TenantRecord | None) -> Limits:
+    """What the server enforces: nothing beyond MEMORYD_MAX_CONTENT_BYTES with auth off."""
+    if not settings.auth_enabled:
+        return dataclasses.replace(UNLIMITED, max_content_bytes=settings.max_content_bytes)
+    return effective_limits(settings, tenant)
 
 
 # Set by the auth interceptor around each handler, beside the principal.

@@ -22,6 +22,8 @@ from memoryd_server.quotas import Limits, effective_limits
 # tenant's bucket refills to full, which is what a new bucket starts with, so
 # dropping it loses nothing once it has been idle for burst / rate seconds.
 MAX_TENANTS = 10_000
+# The longest retry delay a refused call is told to wait.
+MAX_WAIT_SECONDS = 3600.0
 
 
 class _Bucket:
@@ -83,7 +85,9 @@ class RateLimiter:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return 0.0
-        return (1.0 - bucket.tokens) / rate
+        # A rate of a few per day would otherwise ask clients to wait for days
+        # (or, near zero, overflow the RetryInfo): they ask again within the hour.
+        return min((1.0 - bucket.tokens) / rate, MAX_WAIT_SECONDS)
 
     def __len__(self) -> int:
         """How many tenants have a bucket now."""

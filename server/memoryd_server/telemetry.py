@@ -30,7 +30,11 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # Plain tracebacks: rich's (structlog's default when rich is installed)
+        # print local variables, which may hold an API key or message text.
+        else structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

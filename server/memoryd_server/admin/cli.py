@@ -9,6 +9,7 @@ the database: the way to a first operator key when none exists.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from memoryd_server.admin.store import INSERT_KEY
 from memoryd_server.auth import keys
 from memoryd_server.database import OPERATOR_ROLE, redact
 from memoryd_server.ids import uuid7
+from memoryd_server.validation import has_control_chars
 
 # Quota options: flag -> (Quotas field, type).
 QUOTA_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
@@ -37,6 +39,12 @@ QUOTA_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "--max-conversations": ("max_conversations", int),
     "--max-content-bytes": ("max_content_bytes", int),
 }
+# Quota field -> its flag, for messages.
+QUOTA_FLAGS = {field: flag for flag, (field, _) in QUOTA_OPTIONS.items()}
+# The proto's int64 quotas: a larger number cannot even be sent.
+MAX_QUOTA = 2**63 - 1
+# --expires-in's bound: a century, well inside what datetime and Timestamp hold.
+MAX_EXPIRES_IN_DAYS = 36500
 # Who created the keys this command writes straight into the database.
 CLI_CREATOR = "cli"
 COMMANDS = ("tenants", "keys", "users")
@@ -153,25 +161,37 @@ def writes_database(args: argparse.Namespace) -> bool:
 def expire_time(args: argparse.Namespace) -> datetime | None:
     """The expiry ``--expires-in`` or ``--expire-time`` asks for; naive times are UTC."""
     if args.expires_in is not None:
-        if args.expires_in <= 0:
-            raise AdminError("--expires-in: DAYS must be more than 0")
+        if not 0 < args.expires_in <= MAX_EXPIRES_IN_DAYS:  # also refuses nan and inf
+            raise AdminError(
+                f"--expires-in: DAYS must be more than 0 and at most {MAX_EXPIRES_IN_DAYS}"
+            )
         return datetime.now(UTC) + timedelta(days=args.expires_in)
     if args.expire_time is not None:
         try:
             when = datetime.fromisoformat(args.expire_time)
+            return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
         except ValueError:
             raise AdminError(f"--expire-time: not an ISO 8601 time: {args.expire_time!r}") from None
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
+        except OverflowError:  # an offset pushing year 1 or 9999 out of range
+            raise AdminError(f"--expire-time: out of range: {args.expire_time!r}") from None
     return None
 
 
 # -- the bootstrap: straight into the database -----------------------------------
 
 
-def create_operator_key(url: str, *, name: str, expires: datetime | None) -> Bootstrapped:
-    """Write a new operator key into the database at ``url``, as memoryd_operator."""
+def check_key_name(name: str) -> str:
+    """``name`` if the server would take it as a key's name (the bootstrap bypasses it)."""
     if not 1 <= len(name) <= MAX_KEY_NAME_CHARS:
         raise AdminError(f"--name: must be 1 to {MAX_KEY_NAME_CHARS} characters")
+    if has_control_chars(name):
+        raise AdminError("--name: must not contain control characters")
+    return name
+
+
+def create_operator_key(url: str, *, name: str, expires: datetime | None) -> Bootstrapped:
+    """Write a new operator key into the database at ``url``, as memoryd_operator."""
+    check_key_name(name)
     secret = keys.new_secret()
     params = {
         "key_id": str(uuid7()),
@@ -218,10 +238,32 @@ def _credentials(args: argparse.Namespace) -> bool | grpc.ChannelCredentials:
 
 
 def _quotas(args: argparse.Namespace) -> memoryd.Quotas | None:
-    values = {field: getattr(args, field) for field, _ in QUOTA_OPTIONS.values()}
+    """The quota options given, checked here: out of the proto's range they cannot be sent."""
+    values = {field: getattr(args, field) for field in QUOTA_FLAGS}
+    for field, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, float):
+            if not 0 <= value < math.inf:  # also refuses nan
+                raise AdminError(f"{QUOTA_FLAGS[field]}: N must be 0 (unlimited) or more")
+        elif not 0 <= value <= MAX_QUOTA:
+            raise AdminError(f"{QUOTA_FLAGS[field]}: N must be from 0 (unlimited) to {MAX_QUOTA}")
     if all(v is None for v in values.values()):
         return None
     return memoryd.Quotas(**values)
+
+
+def _tenant_update(args: argparse.Namespace) -> memoryd.Quotas | None:
+    """The quotas ``tenants update`` sets, once its options are known to ask for something."""
+    quotas = _quotas(args)
+    for field in args.reset:
+        if getattr(args, field) is not None:
+            raise AdminError(f"{QUOTA_FLAGS[field]} and --reset {field}: set a quota or reset it")
+    if args.display_name is None and quotas is None and not args.reset:
+        raise AdminError(
+            "nothing to update: pass --display-name, a quota option or --reset (see --help)"
+        )
+    return quotas
 
 
 def _dispatch(client: memoryd.Client, args: argparse.Namespace) -> None:
@@ -242,7 +284,7 @@ def _dispatch(client: memoryd.Client, args: argparse.Namespace) -> None:
         updated = admin.update_tenant(
             args.tenant_id,
             display_name=args.display_name,
-            quotas=_quotas(args),
+            quotas=_tenant_update(args),
             reset_quotas=args.reset,
         )
         output.tenants([updated], as_json=as_json)
@@ -276,11 +318,17 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     api_key = args.api_key or environ.get("MEMORYD_API_KEY") or environ.get("MEMORYD_ADMIN_KEY")
     try:
         with memoryd.Client(args.addr, api_key=api_key, tls=_credentials(args)) as client:
-            _dispatch(client, args)
+            try:
+                _dispatch(client, args)
+            except (ValueError, OverflowError) as exc:
+                # An argument the client cannot put into a request: a usage error.
+                raise AdminError(f"invalid argument: {exc}") from None
     except AdminError as exc:
         print(f"memoryd: error: {exc}", file=sys.stderr)
         return 2
     except memoryd.MemorydError as exc:
         print(f"memoryd: error: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 0

@@ -60,7 +60,7 @@ def tenant_to_pb(tenant: Tenant, settings: Settings) -> pb.Tenant:
         display_name=tenant.display_name,
         state=_STATES_PB[tenant.state],
         quotas=_quotas_pb(tenant.quotas),
-        effective_quotas=_quotas_pb(quotas.effective_limits(settings, tenant.record())),
+        effective_quotas=_quotas_pb(quotas.limits_in_force(settings, tenant.record())),
         create_time=timestamp(tenant.create_time),
         update_time=timestamp(tenant.update_time),
         disable_time=timestamp(tenant.disable_time),

@@ -28,15 +28,16 @@ class ErasureReceipt:
     erased_by: str
 
 
-# The user's rows are locked first, in a statement of their own: the deletes
-# that follow then start from a snapshot taken after every concurrent write to
-# those rows has committed, so a racing update can neither add a history
-# snapshot nor an appended message that the deletes miss.
+# The user's rows are locked first, in id order (the access recorder's order),
+# in a statement of their own: the deletes that follow then start from a
+# snapshot taken after every concurrent write to those rows has committed, so
+# a racing update can neither add a history snapshot nor an appended message
+# that the deletes miss.
 _LOCK = (
     "SELECT (SELECT count(*) FROM (SELECT FROM conversations WHERE tenant_id = %(tenant)s"
-    "  AND user_id = %(user)s FOR UPDATE) c),"
+    "  AND user_id = %(user)s ORDER BY id FOR UPDATE) c),"
     " (SELECT count(*) FROM (SELECT FROM memories WHERE tenant_id = %(tenant)s"
-    "  AND user_id = %(user)s FOR UPDATE) m)"
+    "  AND user_id = %(user)s ORDER BY id FOR UPDATE) m)"
 )
 
 # Messages are deleted by name rather than by the foreign key's cascade, so

@@ -45,8 +45,20 @@ def _number(value: float | None) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def printable(text: str) -> str:
+    """``text`` with each non-printable character escaped (``\\n``, ``\\x1b``, ``\\u202e``).
+
+    Names were stored before the server refused control characters in them:
+    printed raw, a newline could forge a row, an escape sequence rewrite the screen.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print ``rows`` under ``headers`` in columns two spaces apart."""
+    """Print ``rows`` under ``headers`` in columns two spaces apart, each cell one line."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max([len(h), *(len(row[i]) for row in rows)]) for i, h in enumerate(headers)]
     for row in (headers, *rows):
         print(
@@ -113,7 +125,7 @@ def created_key(key: memoryd.ApiKey | ApiKey, secret: str, *, as_json: bool) -> 
         return
     tenant = key.tenant_id or "none: an operator key"
     print(
-        f"created API key {key.key_id} ({key.name}, {key.role}, tenant {tenant}).\n"
+        f"created API key {key.key_id} ({printable(key.name)}, {key.role}, tenant {tenant}).\n"
         "Its secret follows on stdout. It will not be shown again: store it now.",
         file=sys.stderr,
     )

@@ -33,7 +33,7 @@ from memoryd_server.errors import InvalidArgument, PermissionDenied
 from memoryd_server.ids import parse_uuid, uuid7
 from memoryd_server.pagination import PageTokens, page_size
 from memoryd_server.protoconv import to_datetime
-from memoryd_server.validation import check_chars, check_enum
+from memoryd_server.validation import check_chars, check_enum, check_name
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -109,7 +109,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         created = await store.create_tenant(
             self._pool,
             tenant_id=convert.check_tenant_id("tenant.tenant_id", new.tenant_id),
-            display_name=check_chars(
+            display_name=check_name(
                 "tenant.display_name", new.display_name, MAX_DISPLAY_NAME_CHARS
             ),
             quotas=convert.quotas_from_pb("tenant.quotas", new.quotas),
@@ -162,7 +162,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                     + ", ".join(sorted(UPDATABLE_PATHS)),
                 )
             if path == "display_name":
-                changes["display_name"] = check_chars(
+                changes["display_name"] = check_name(
                     "tenant.display_name", request.tenant.display_name, MAX_DISPLAY_NAME_CHARS
                 )
             elif path == "quotas":
@@ -197,7 +197,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.CreateApiKeyResponse:
         if not request.name:
             raise InvalidArgument("name", "is required")
-        name = check_chars("name", request.name, MAX_KEY_NAME_CHARS)
+        name = check_name("name", request.name, MAX_KEY_NAME_CHARS)
         role = convert.ROLES.get(check_enum("role", request.role, pb.Role.DESCRIPTOR))
         if role is None:
             raise InvalidArgument("role", "is required: viewer, member, admin or operator")

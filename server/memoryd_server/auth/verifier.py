@@ -101,23 +101,24 @@ class KeyVerifier:
         if entry is not None and entry[0] > now:
             self._cache.move_to_end(digest)
             return entry[1]
-        pending = self._pending.get(digest)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Verified | None] = asyncio.get_running_loop().create_future()
-        self._pending[digest] = future
-        try:
-            result = await self._lookup(digest)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        else:
-            future.set_result(result)
-            self._remember(digest, now + self._ttl, result)
-            return result
-        finally:
-            del self._pending[digest]
+        task = self._pending.get(digest)
+        if task is None:
+            # A task of its own, which no caller owns: a caller cancelled by its
+            # deadline must not cancel the lookup the others are waiting on.
+            task = asyncio.ensure_future(self._lookup_and_remember(digest, now + self._ttl))
+            self._pending[digest] = task
+            task.add_done_callback(lambda done: self._finished(digest, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, digest: bytes, task: asyncio.Future[Verified | None]) -> None:
+        self._pending.pop(digest, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: its waiters, if any, got it already
+
+    async def _lookup_and_remember(self, digest: bytes, until: float) -> Verified | None:
+        result = await self._lookup(digest)
+        self._remember(digest, until, result)
+        return result
 
     def _remember(self, digest: bytes, until: float, result: Verified | None) -> None:
         self._cache[digest] = (until, result)

@@ -296,13 +296,15 @@ async def supersede_memory(
     ).format(SELECT_COLUMNS, next_time=NEXT_UPDATE_TIME)
     params = {"new": new_id, "tenant": tenant_id, "id": memory_id, "expected": expected_version}
     async with transaction(pool, tenant_id) as conn:
-        await quotas.check_room(
-            conn, tenant_id=tenant_id, kind="memories", adding=1, limit=max_memories
-        )
         # The old one first: it frees its key for a replacement that keeps it.
         rows = await fetch(conn, query, params)
         if not rows:
             raise await _explain_miss(conn, tenant_id, memory_id, expected_version)
+        # After the old one is found: a missing or stale one is NOT_FOUND or
+        # ABORTED whatever the usage; the transaction undoes the update if full.
+        await quotas.check_room(
+            conn, tenant_id=tenant_id, kind="memories", adding=1, limit=max_memories
+        )
         old = rows[0]
         if not new.namespace:
             new = dataclasses.replace(new, namespace=old.namespace)

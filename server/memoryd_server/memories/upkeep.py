@@ -29,7 +29,10 @@ async def expire_memories(
     )
     async with transaction(pool, None) as conn:
         cur = await conn.execute(query, (batch,))
-        due = await cur.fetchall()
+        # Chosen by expiry, changed in tenant order: each purge updates its
+        # tenant's usage counter (migration 0008), and two replicas taking two
+        # tenants' counters in opposite orders would deadlock.
+        due = sorted(await cur.fetchall())
         for tenant_id, memory_id in due:
             if purge:
                 cur = await conn.execute(

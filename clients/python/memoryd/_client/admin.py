@@ -98,7 +98,8 @@ class Admin:
         timeout: float | None = None,
     ) -> t.Tenant:
         """Set ``display_name`` unless None and each quota ``quotas`` sets; the quotas
-        named in ``reset_quotas`` go back to the server's defaults."""
+        named in ``reset_quotas`` go back to the server's defaults (ValueError if a
+        quota is both set and reset)."""
         request = calls.update_tenant_request(
             tenant_id, display_name=display_name, quotas=quotas, reset_quotas=reset_quotas
         )

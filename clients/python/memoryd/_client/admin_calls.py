@@ -125,7 +125,14 @@ def update_tenant_request(
     quotas: t.Quotas | None,
     reset_quotas: Sequence[str],
 ) -> pb.UpdateTenantRequest:
-    """Set ``display_name`` unless None, the quotas ``quotas`` sets, and reset ``reset_quotas``."""
+    """Set ``display_name`` unless None, the quotas ``quotas`` sets, and reset ``reset_quotas``.
+
+    Raises ValueError for a quota both set and reset: the server would apply
+    one of the two without a word.
+    """
+    for name in reset_quotas:
+        if quotas is not None and getattr(quotas, name, None) is not None:
+            raise ValueError(f"{name} is both set and reset")
     message = pb.Tenant(tenant_id=tenant_id, quotas=quotas_pb(quotas))
     paths = []
     if display_name is not None:

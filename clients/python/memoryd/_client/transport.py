@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
-from memoryd._client.errors import DeadlineExceeded, from_grpc_error
+from memoryd._client.errors import DeadlineExceeded, ResourceExhausted, from_grpc_error
 from memoryd._client.retry import RetryPolicy
 
 R = TypeVar("R", bound=ProtoMessage)
@@ -79,7 +79,10 @@ class _Transport:
     ) -> float:
         """How long to wait before the next attempt, or the typed error to raise."""
         error = from_grpc_error(exc)
-        delay = self._policy.delay(error, attempt) if retryable else None
+        # memoryd sends RetryInfo only with a rate-limit refusal, which comes
+        # before the handler runs: safe to retry even for a write.
+        rate_limited = isinstance(error, ResourceExhausted) and error.retry_delay is not None
+        delay = self._policy.delay(error, attempt) if retryable or rate_limited else None
         if delay is None or time.monotonic() + delay >= deadline:
             error.attempts = attempt
             raise error from exc

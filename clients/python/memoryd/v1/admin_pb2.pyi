@@ -103,7 +103,7 @@ class Quotas(_message.Message):
     period.
     """
     max_memories: _builtins.int
-    """Memories stored at once (every status counts until deleted or purged)."""
+    """Memories stored at once (every status counts, archived too, until purged)."""
     max_conversations: _builtins.int
     """Conversations stored at once."""
     max_content_bytes: _builtins.int
@@ -191,7 +191,7 @@ class Tenant(_message.Message):
     starting with a letter or digit.
     """
     display_name: _builtins.str
-    """A human-readable name."""
+    """A human-readable name (at most 200 characters, no control characters)."""
     state: Global___TenantState.ValueType
     """Whether its keys work."""
     @_builtins.property
@@ -675,7 +675,7 @@ class CreateApiKeyRequest(_message.Message):
     tenant_id: _builtins.str
     """The key's tenant; empty means the caller's own. Ignored for operator keys."""
     name: _builtins.str
-    """Required. A human-readable name (1-200 characters)."""
+    """Required. A human-readable name (1-200 characters, no control characters)."""
     role: Global___Role.ValueType
     """Required. What the key may do. ROLE_OPERATOR needs an operator key."""
     @_builtins.property
