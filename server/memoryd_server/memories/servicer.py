@@ -15,7 +15,7 @@ from memoryd_server import quotas, tenancy
 from memoryd_server.config import Settings
 from memoryd_server.errors import InvalidArgument, NotFound
 from memoryd_server.ids import parse_uuid
-from memoryd_server.memories import batch, convert, history, search, store
+from memoryd_server.memories import batch, convert, history, listing, search, store
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.models import UPDATABLE_FIELDS, NewMemory
 from memoryd_server.pagination import PageTokens, page_size
@@ -202,7 +202,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         before = None
         if position is not None:
             before = _token_uuid(position)
-        rows = await store.list_memories(self._pool, tenant_id=tenant, filter=filter_,
+        rows = await listing.list_memories(self._pool, tenant_id=tenant, filter=filter_,
                                          limit=limit + 1, before_id=before)  # fmt: skip
         token = ""
         if len(rows) > limit:
@@ -248,7 +248,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         position = self._tokens.decode(request.page_token, "namespaces", query)
         if position is not None and not all(isinstance(s, str) for s in position):
             raise InvalidArgument("page_token", "is not a valid page token for this request")
-        rows = await store.list_namespaces(
+        rows = await listing.list_namespaces(
             self._pool, tenant_id=tenant, prefix=prefix, max_depth=request.max_depth,
             limit=limit + 1, after=position,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""SQL for memories: create (one, upsert, batch COPY), read, update, supersede, delete."""
+"""SQL for memories: create (one, upsert), read one, update, supersede, delete."""
 
 from __future__ import annotations
 
@@ -23,14 +23,12 @@ from memoryd_server.errors import (
 )
 from memoryd_server.ids import uuid7
 from memoryd_server.memories import history
-from memoryd_server.memories.filters import filter_condition
 from memoryd_server.memories.models import (
     ACCESS_COLUMNS,
     COLUMNS,
     LIVE_STATUSES,
     NEW_COLUMNS,
     Memory,
-    MemoryFilter,
     NewMemory,
     ns_path,
 )
@@ -354,52 +352,3 @@ async def delete_memory(
             conn, tenant_id, rows[0], "archived", actor=actor, actor_name=actor_name, reason=reason
         )
         return rows[0]
-
-
-async def list_memories(
-    pool: AsyncConnectionPool,
-    *,
-    tenant_id: str,
-    filter: MemoryFilter,
-    limit: int,
-    before_id: uuid.UUID | None,
-) -> list[Memory]:
-    """Up to ``limit`` memories matching ``filter``, newest (highest UUIDv7) first."""
-    params: dict[str, Any] = {"limit": limit, "before": before_id}
-    where = filter_condition(tenant_id, filter, params)
-    query = sql.SQL(
-        "SELECT {} FROM memories WHERE {} AND (%(before)s::uuid IS NULL OR id < %(before)s)"
-        " ORDER BY id DESC LIMIT %(limit)s"
-    ).format(SELECT_COLUMNS, where)
-    async with transaction(pool, tenant_id) as conn:
-        return await fetch(conn, query, params)
-
-
-async def list_namespaces(
-    pool: AsyncConnectionPool,
-    *,
-    tenant_id: str,
-    prefix: list[str],
-    max_depth: int,
-    limit: int,
-    after: list[str] | None,
-) -> list[list[str]]:
-    """Distinct namespaces (truncated to ``max_depth``) of live memories under ``prefix``."""
-    params: dict[str, Any] = {"limit": limit, "statuses": list(LIVE_STATUSES)}
-    where = filter_condition(
-        tenant_id, MemoryFilter(namespace_prefix=prefix, statuses=[], include_expired=True),
-        params,
-    )  # fmt: skip
-    depth = sql.SQL("namespace[1:%(depth)s]" if max_depth else "namespace")
-    params["depth"] = max_depth
-    params["after"] = ns_path(after) if after is not None else None
-    query = sql.SQL(
-        "SELECT ns FROM (SELECT DISTINCT {} AS ns FROM memories WHERE {}"
-        " AND status = ANY(%(statuses)s)) AS d"
-        " WHERE %(after)s::text IS NULL OR array_to_string(ns, E'\\x1f') COLLATE \"C\""
-        ' > %(after)s::text COLLATE "C"'
-        " ORDER BY array_to_string(ns, E'\\x1f') COLLATE \"C\" LIMIT %(limit)s"
-    ).format(depth, where)
-    async with transaction(pool, tenant_id) as conn:
-        cur = await conn.execute(query, params)
-        return [list(row[0]) for row in await cur.fetchall()]
