@@ -46,11 +46,9 @@ def check_name(field: str, value: str, max_chars: int) -> str:
     a newline or an escape sequence there would let one tenant forge or hide
     rows in an operator's terminal.
     """
-    if len(value) > max_chars:
-        raise InvalidArgument(field, f"is {len(value)} characters; the limit is {max_chars}")
     if has_control_chars(value):
         raise InvalidArgument(field, "must not contain control characters")
-    return value
+    return check_chars(field, value, max_chars)
 
 
 def check_enum(field: str, value: T, enum: EnumDescriptor) -> T:
