@@ -36,7 +36,7 @@ from memoryd_server.memories import upkeep
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.servicer import MemoryServicer
 from memoryd_server.pagination import PageTokens
-from memoryd_server.ratelimit import RateLimiter
+from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
 from memoryd_server.telemetry import configure_tracing
 
 log = structlog.get_logger("memoryd")
@@ -116,6 +116,10 @@ class Memoryd:
         )
         return self.port
 
+    def _failed_keys(self) -> FailedKeyLimiter | None:
+        rate = self.settings.auth_failures_per_second
+        return FailedKeyLimiter(rate) if self.settings.auth_enabled and rate > 0 else None
+
     async def _check_operator_access(self) -> None:
         """Warn when nobody could manage tenants: no admin key and no operator key."""
         if self.settings.admin_key is not None:
@@ -151,7 +155,7 @@ class Memoryd:
             interceptors=[
                 tracing,
                 AccessLogInterceptor(),
-                AuthInterceptor(self.keys, self.limiter),
+                AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
                 ErrorInterceptor(),
             ],
             options=[

@@ -61,6 +61,8 @@ class Settings:
     # How long a verified key is trusted without asking the database again: the
     # bound on how late a revocation or a disabled tenant takes effect on other replicas.
     auth_cache_seconds: float = 10.0
+    # Lookups of unknown keys one client address may cause per second (0: no limit).
+    auth_failures_per_second: float = 10.0
     # Per-tenant defaults; a tenant's own quotas (AdminService) override them. 0: unlimited.
     quota_requests_per_second: float = 100.0
     quota_burst: int = 200
@@ -251,6 +253,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_AUTH", "auth", _auth),
     ("MEMORYD_ADMIN_KEY", "admin_key", str),
     ("MEMORYD_AUTH_CACHE_SECONDS", "auth_cache_seconds", _positive_float),
+    ("MEMORYD_AUTH_FAILURES_PER_SECOND", "auth_failures_per_second", _non_negative_float),
     ("MEMORYD_QUOTA_REQUESTS_PER_SECOND", "quota_requests_per_second", _non_negative_float),
     ("MEMORYD_QUOTA_BURST", "quota_burst", _non_negative_int),
     ("MEMORYD_QUOTA_MAX_MEMORIES", "quota_max_memories", _non_negative_int),

@@ -63,11 +63,12 @@ class RateLimiter:
                 retry_after=wait,
             )
 
-    def take(self, tenant_id: str, *, rate: float, burst: int) -> float:
+    def take(self, tenant_id: str, *, rate: float, burst: int, peek: bool = False) -> float:
         """0 when a token was taken, else the seconds until one is there (none is taken).
 
         ``rate`` or ``burst`` 0 means unlimited. A changed rate or burst
         applies at the next call, to the refill since the previous one too.
+        With ``peek`` the token is left in the bucket: 0 says one is there.
         """
         if rate <= 0 or burst <= 0:
             return 0.0
@@ -83,7 +84,8 @@ class RateLimiter:
             bucket.tokens = min(float(burst), bucket.tokens + elapsed * rate)
             bucket.stamp = now
         if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+            if not peek:
+                bucket.tokens -= 1.0
             return 0.0
         # A rate of a few per day would otherwise ask clients to wait for days
         # (or, near zero, overflow the RetryInfo): they ask again within the hour.
@@ -92,3 +94,34 @@ class RateLimiter:
     def __len__(self) -> int:
         """How many tenants have a bucket now."""
         return len(self._buckets)
+
+
+class FailedKeyLimiter:
+    """Keys that found nothing in the database, per client address.
+
+    Each distinct wrong key costs a database lookup, so a client sending
+    random keys could keep the pool busy. Once an address has used up its
+    failures (``rate`` per second, ``10 * rate`` at once), its keys that are
+    not in the cache are refused without a lookup until the bucket refills.
+    Keys already verified are unaffected, and a gateway presenting many
+    valid keys from one address never fails.
+    """
+
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = max(1, int(10 * rate))
+        self._buckets = RateLimiter(Settings(), clock=clock)
+
+    def check(self, address: str) -> None:
+        """RESOURCE_EXHAUSTED (with RetryInfo) while ``address`` has no failure left."""
+        wait = self._buckets.take(address, rate=self._rate, burst=self._burst, peek=True)
+        if wait > 0:
+            raise ResourceExhausted(
+                "too many unknown API keys from this address; retry in"
+                f" {wait:.3f} s with a valid key",
+                retry_after=wait,
+            )
+
+    def failed(self, address: str) -> None:
+        """Count a lookup that found no valid key."""
+        self._buckets.take(address, rate=self._rate, burst=self._burst)

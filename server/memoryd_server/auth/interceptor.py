@@ -21,7 +21,7 @@ from memoryd_server.errors import (
     to_status,
 )
 from memoryd_server.interceptors import Behavior, Continuation, rewrap
-from memoryd_server.ratelimit import RateLimiter
+from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
 
 log = structlog.get_logger("memoryd.auth")
 
@@ -47,9 +47,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     took the call from the tenant's rate.
     """
 
-    def __init__(self, verifier: KeyVerifier | None, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        verifier: KeyVerifier | None,
+        limiter: RateLimiter | None = None,
+        failures: FailedKeyLimiter | None = None,
+    ) -> None:
         self._verifier = verifier
         self._limiter = limiter
+        self._failures = failures
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -58,19 +64,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        try:
-            verified = await self._authenticate(handler_call_details.invocation_metadata)
-            principal = verified.principal
-            _authorize(principal, verified, method, auth_on=self._verifier is not None)
-            limits = self._limits(verified)
-        except MemorydError as exc:
-            return _refusal(handler, exc)
-        except Exception as exc:  # a bug: INTERNAL, never an unauthenticated pass
-            log.exception("auth_error", rpc=method)
-            return _refusal(handler, exc)
+        metadata = handler_call_details.invocation_metadata
 
         def wrap(behavior: Behavior, streams: bool) -> Behavior:
-            async def bound(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            # In the handler, where the caller's address is known; before the
+            # request is parsed, so a caller without a key learns nothing more.
+            async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    verified = await self._authenticate(metadata, _address(context.peer()))
+                    principal = verified.principal
+                    _authorize(principal, verified, method, auth_on=self._verifier is not None)
+                    limits = self._limits(verified)
+                except Exception as exc:
+                    if not isinstance(exc, MemorydError):  # a bug: INTERNAL, never a pass
+                        log.exception("auth_error", rpc=method)
+                    code, message, details = to_status(exc)
+                    await context.abort(
+                        code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),)
+                    )
                 token = bind(principal)
                 limits_token = quotas.bind(limits)
                 # Left bound: each call is its own task, and the access log (an
@@ -85,7 +96,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     unbind(token)
 
             del streams  # memoryd's own RPCs are all unary; the open ones are not wrapped
-            return bound
+            return guarded
 
         return rewrap(handler, wrap)
 
@@ -100,7 +111,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._limiter.check(verified.tenant.tenant_id, limits)
         return limits
 
-    async def _authenticate(self, metadata: Sequence[tuple[str, Any]] | None) -> Verified:
+    async def _authenticate(
+        self, metadata: Sequence[tuple[str, Any]] | None, address: str
+    ) -> Verified:
         if self._verifier is None:
             return Verified(ANONYMOUS, None)
         values = [v for k, v in metadata or () if k == "authorization"]
@@ -110,7 +123,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         secret = keys.bearer_token(value) if isinstance(value, str) and len(values) == 1 else None
         if secret is None:
             raise Unauthenticated(MALFORMED)
-        verified = await self._verifier.verify(secret)
+        failures = self._failures
+        if failures is None:
+            verified = await self._verifier.verify(secret)
+        else:
+            verified = await self._verifier.verify(
+                secret, before_lookup=lambda: failures.check(address)
+            )
+            if verified is None:
+                failures.failed(address)
         if verified is None:
             raise Unauthenticated(INVALID_KEY)
         return verified
@@ -131,19 +152,6 @@ def _authorize(principal: Principal, verified: Verified, method: str, *, auth_on
     raise PermissionDenied(f"a {principal.role} key may not call {rpc}")
 
 
-def _refusal(
-    handler: grpc.RpcMethodHandler[Any, Any], error: Exception
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler of the same kind that fails every call with ``error``."""
-    code, message, details = to_status(error)
-
-    def wrap(behavior: Behavior, streams: bool) -> Behavior:
-        del behavior, streams
-
-        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            del request
-            await context.abort(code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
-
-        return refuse
-
-    return rewrap(handler, wrap)
+def _address(peer: str) -> str:
+    """The client's address without its port: ``ipv4:10.0.0.7:51234`` -> ``ipv4:10.0.0.7``."""
+    return peer.rpartition(":")[0] if peer.startswith(("ipv4:", "ipv6:")) else peer

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg.rows import class_row
@@ -91,8 +92,14 @@ class KeyVerifier:
         # Concurrent first calls with one key share one lookup.
         self._pending: dict[bytes, asyncio.Future[Verified | None]] = {}
 
-    async def verify(self, secret: str) -> Verified | None:
-        """The caller holding ``secret``, or None for an unknown, revoked or expired key."""
+    async def verify(
+        self, secret: str, *, before_lookup: Callable[[], None] | None = None
+    ) -> Verified | None:
+        """The caller holding ``secret``, or None for an unknown, revoked or expired key.
+
+        ``before_lookup`` runs when the answer is not cached and no lookup of
+        the key is under way, before one starts; it may raise to refuse.
+        """
         digest = hash_secret(secret)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             return Verified(ADMIN_KEY, None)
@@ -103,6 +110,8 @@ class KeyVerifier:
             return entry[1]
         task = self._pending.get(digest)
         if task is None:
+            if before_lookup is not None:
+                before_lookup()
             # A task of its own, which no caller owns: a caller cancelled by its
             # deadline must not cancel the lookup the others are waiting on.
             task = asyncio.ensure_future(self._lookup_and_remember(digest, now + self._ttl))
