@@ -172,7 +172,3 @@ class KeyVerifier:
 
         for digest in [d for d, (_, result) in self._cache.items() if matches(result)]:
             del self._cache[digest]
-
-    def forget_all(self) -> None:
-        """Drop every cached entry (tests, and quota changes that must apply at once)."""
-        self._cache.clear()
