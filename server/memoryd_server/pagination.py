@@ -7,13 +7,20 @@ import binascii
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from memoryd_server.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+
+T = TypeVar("T")
+
+
+def invalid_token() -> InvalidArgument:
+    """The error for a page token that is malformed, altered or holds a wrong position."""
+    return InvalidArgument("page_token", "is not a valid page token for this request")
 
 
 def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE) -> int:
@@ -46,11 +53,26 @@ class PageTokens:
         mac = hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
         return f"{_b64(payload)}.{_b64(mac)}"
 
+    def next_page(
+        self,
+        rows: list[T],
+        limit: int,
+        kind: str,
+        query: Mapping[str, Any],
+        position: Callable[[T], list[Any]],
+    ) -> tuple[list[T], str]:
+        """``rows``, fetched with ``limit + 1``, cut to a page, and the token after its
+        last row (``position`` of it); the token is empty on the last page."""
+        if len(rows) <= limit:
+            return rows, ""
+        rows = rows[:limit]
+        return rows, self.encode(kind, query, position(rows[-1]))
+
     def decode(self, token: str, kind: str, query: Mapping[str, Any]) -> list[Any] | None:
         """The position in ``token`` (None for an empty token), else INVALID_ARGUMENT."""
         if not token:
             return None
-        invalid = InvalidArgument("page_token", "is not a valid page token for this request")
+        invalid = invalid_token()
         body, dot, signature = token.partition(".")
         if not dot or len(token) > 4096:
             raise invalid

@@ -31,7 +31,7 @@ from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.config import Settings
 from memoryd_server.errors import InvalidArgument, PermissionDenied
 from memoryd_server.ids import parse_uuid, uuid7
-from memoryd_server.pagination import PageTokens, page_size
+from memoryd_server.pagination import PageTokens, invalid_token, page_size
 from memoryd_server.protoconv import to_datetime
 from memoryd_server.validation import check_chars, check_enum, check_name
 
@@ -67,7 +67,7 @@ def _decode_key_position(position: list[Any]) -> tuple[dt.datetime, str]:
         when, key_id = position
         return dt.datetime.fromisoformat(when), str(parse_uuid("page_token", key_id))
     except (TypeError, ValueError, InvalidArgument):
-        raise InvalidArgument("page_token", "is not a valid page token for this request") from None
+        raise invalid_token() from None
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
@@ -132,13 +132,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         after = None
         if position is not None:
             if len(position) != 1 or not isinstance(position[0], str):
-                raise InvalidArgument("page_token", "is not a valid page token for this request")
+                raise invalid_token()
             after = position[0]
         rows = await store.list_tenants(self._pool, limit=limit + 1, after=after)
-        token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            token = self._tokens.encode("tenants", {}, [rows[-1].tenant_id])
+        rows, token = self._tokens.next_page(rows, limit, "tenants", {}, lambda t: [t.tenant_id])
         return pb.ListTenantsResponse(
             tenants=[self._tenant_pb(t) for t in rows], next_page_token=token
         )
@@ -249,13 +246,9 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             limit=limit + 1,
             after=after,
         )
-        token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            token = self._tokens.encode(
-                "api_keys", query, [last.create_time.isoformat(), last.key_id]
-            )
+        rows, token = self._tokens.next_page(
+            rows, limit, "api_keys", query, lambda k: [k.create_time.isoformat(), k.key_id]
+        )
         return pb.ListApiKeysResponse(
             api_keys=[convert.key_to_pb(k) for k in rows], next_page_token=token
         )

@@ -15,7 +15,7 @@ from memoryd_server.conversations import convert, models, store
 from memoryd_server.conversations import messages as message_store
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid, uuid7
-from memoryd_server.pagination import PageTokens, page_size
+from memoryd_server.pagination import PageTokens, invalid_token, page_size
 from memoryd_server.protoconv import request_hash, struct_to_dict
 from memoryd_server.validation import check_chars, check_enum, check_text
 
@@ -140,13 +140,9 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         rows = await store.list_conversations(
             self._pool, tenant_id=tenant, filter=filter_, limit=limit + 1, after=after
         )
-        token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last = rows[-1]
-            token = self._tokens.encode(
-                "conversations", query, [last.last_activity_time.isoformat(), last.id]
-            )
+        rows, token = self._tokens.next_page(
+            rows, limit, "conversations", query, lambda c: [c.last_activity_time.isoformat(), c.id]
+        )
         return pb.ListConversationsResponse(
             conversations=[convert.conversation_to_pb(c) for c in rows], next_page_token=token
         )
@@ -254,7 +250,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         from_seq = start
         if position is not None:
             if len(position) != 1 or not isinstance(position[0], int):
-                raise InvalidArgument("page_token", "is not a valid page token for this request")
+                raise invalid_token()
             from_seq = position[0]
         rows = await message_store.list_messages(
             self._pool,
@@ -329,4 +325,4 @@ def _decode_activity(position: list[Any]) -> tuple[Any, str]:
         when, last_id = position
         return dt.datetime.fromisoformat(when), str(last_id)
     except (TypeError, ValueError):
-        raise InvalidArgument("page_token", "is not a valid page token for this request") from None
+        raise invalid_token() from None

@@ -18,7 +18,7 @@ from memoryd_server.ids import parse_uuid
 from memoryd_server.memories import batch, convert, history, listing, search, store
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.models import UPDATABLE_FIELDS, NewMemory
-from memoryd_server.pagination import PageTokens, page_size
+from memoryd_server.pagination import PageTokens, invalid_token, page_size
 from memoryd_server.protoconv import (
     request_hash,
     struct_to_dict,
@@ -204,10 +204,7 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             before = _token_uuid(position)
         rows = await listing.list_memories(self._pool, tenant_id=tenant, filter=filter_,
                                          limit=limit + 1, before_id=before)  # fmt: skip
-        token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            token = self._tokens.encode("memories", query, [str(rows[-1].id)])
+        rows, token = self._tokens.next_page(rows, limit, "memories", query, lambda m: [str(m.id)])
         return pb.ListMemoriesResponse(
             memories=[convert.memory_to_pb(m) for m in rows], next_page_token=token
         )
@@ -247,15 +244,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         query = {"tenant": tenant, "prefix": prefix, "depth": request.max_depth}
         position = self._tokens.decode(request.page_token, "namespaces", query)
         if position is not None and not all(isinstance(s, str) for s in position):
-            raise InvalidArgument("page_token", "is not a valid page token for this request")
+            raise invalid_token()
         rows = await listing.list_namespaces(
             self._pool, tenant_id=tenant, prefix=prefix, max_depth=request.max_depth,
             limit=limit + 1, after=position,
         )  # fmt: skip
-        token = ""
-        if len(rows) > limit:
-            rows = rows[:limit]
-            token = self._tokens.encode("namespaces", query, rows[-1])
+        rows, token = self._tokens.next_page(rows, limit, "namespaces", query, lambda ns: ns)
         return pb.ListNamespacesResponse(
             namespaces=[pb.Namespace(segments=ns) for ns in rows], next_page_token=token
         )
@@ -270,16 +264,15 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         after = 0
         if position is not None:
             if len(position) != 1 or not isinstance(position[0], int):
-                raise InvalidArgument("page_token", "is not a valid page token for this request")
+                raise invalid_token()
             after = position[0]
         events = await history.list_events(self._pool, tenant_id=tenant, memory_id=memory_id,
                                            after_version=after, limit=limit + 1)  # fmt: skip
         if not events and after == 0:
             raise NotFound(f"memory {str(memory_id)!r} does not exist")
-        token = ""
-        if len(events) > limit:
-            events = events[:limit]
-            token = self._tokens.encode("history", query, [events[-1].version])
+        events, token = self._tokens.next_page(
+            events, limit, "history", query, lambda e: [e.version]
+        )
         return pb.GetMemoryHistoryResponse(events=[
             pb.MemoryEvent(
                 seq=e.version, memory_id=str(e.memory_id), event_type=convert.EVENTS[e.event_type],
@@ -311,7 +304,7 @@ def _token_uuid(position: list[Any]) -> uuid.UUID:
         (value,) = position
         return uuid.UUID(str(value))
     except ValueError:
-        raise InvalidArgument("page_token", "is not a valid page token for this request") from None
+        raise invalid_token() from None
 
 
 def _weights(w: pb.RankingWeights) -> search.Weights:
