@@ -195,7 +195,7 @@ def memory_of(
     if has_field(pb.Memory, "occur_time"):
         stamp = timestamp_pb2.Timestamp()
         stamp.FromDatetime(turn.session_date)
-        memory.occur_time.CopyFrom(stamp)  # type: ignore[attr-defined]
+        memory.occur_time.CopyFrom(stamp)
     if vector is not None:
         memory.embedding.extend(vector.tolist())
     return memory
@@ -243,16 +243,18 @@ def memoryd_search(
     for name, value in fields.items():
         setattr(request, name, value)
     response = stub.SearchMemories(request, timeout=60)
+    if has_field(response, "mode") and response.mode != request.mode:
+        raise RuntimeError(f"asked for search mode {request.mode}, got {response.mode}")
     return [turn_of[r.memory.id] for r in response.results]
 
 
 def run_memoryd(
     haystacks: Sequence[tuple[longmemeval.Haystack, Sequence[longmemeval.Question]]],
     vectors: Callable[[int], tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]],
-) -> tuple[dict[str, list[Ranking]], dict[str, float]]:
-    """Every variant's rankings (questions in order) and the load and search times."""
+) -> tuple[dict[str, list[Ranking]], list[str]]:
+    """Every variant's rankings (questions in order), and notes on how the runs went."""
     rankings: dict[str, list[Ranking]] = {}
-    timings = {"load_s": 0.0, "search_ms": 0.0}
+    load_seconds = 0.0
     searches: list[float] = []
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -271,7 +273,7 @@ def run_memoryd(
                     turn_of = load_memories(
                         stub, haystack, namespace, None if server_embeds else turn_vectors
                     )
-                    timings["load_s"] += time.perf_counter() - started
+                    load_seconds += time.perf_counter() - started
                     for label, fields in chosen:
                         for question, qv in zip(questions, question_vectors, strict=True):
                             t0 = time.perf_counter()
@@ -282,8 +284,12 @@ def run_memoryd(
                             rankings.setdefault(label, []).append(ranking)
         finally:
             server.stop()
-    timings["search_ms"] = statistics.median(searches) * 1000 if searches else 0.0
-    return rankings, timings
+    who = "memoryd embeds" if server_embeds else "the benchmark sends vectors of"
+    return rankings, [
+        f"{who} memories and questions",
+        f"memoryd: load {load_seconds:.1f} s,"
+        f" search p50 {statistics.median(searches) * 1000:.1f} ms",
+    ]
 
 
 def report(
@@ -339,11 +345,9 @@ def main() -> None:
             rankings.setdefault(label, []).extend(found)
     notes = [f"{embedder.model}; BM25Okapi defaults (k1 1.5, b 0.75); RRF k = {RRF_K}"]
     if not args.skip_server:
-        served, timings = run_memoryd(chosen, lambda i: embedded[i])
+        served, run_notes = run_memoryd(chosen, lambda i: embedded[i])
         rankings.update(served)
-        notes.append(
-            f"memoryd: load {timings['load_s']:.1f} s, search p50 {timings['search_ms']:.1f} ms"
-        )
+        notes += run_notes
     report(rankings, [q.evidence for q in asked], notes)
 
 
