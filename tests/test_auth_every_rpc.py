@@ -53,7 +53,7 @@ GRANTS = {
 OPERATOR_RPCS = {"CreateTenant", "ListTenants", "UpdateTenant", "DisableTenant", "EnableTenant"}
 # Other tenants' ids in these create the caller's own resources, or filter.
 CREATES = {"CreateConversation", "CreateMemory", "BatchCreateMemories"}
-LISTS = {"ListConversations", "ListMemories", "SearchMemories", "ListNamespaces"}
+LISTS = {"ListConversations", "ListMemories", "SearchMemories", "ListNamespaces", "SearchMessages"}
 BY_NAME = {rpc.name: rpc for rpc in RPCS}
 LIST_CONVERSATIONS = BY_NAME["ListConversations"]
 

@@ -33,7 +33,12 @@ def test_defaults() -> None:
     assert (settings.pool_min_size, settings.pool_max_size) == (1, 10)
     assert settings.max_content_bytes == 1024 * 1024
     assert settings.max_receive_bytes == 64 * 1024 * 1024
-    assert settings.embedding_dim == 1536
+    assert (settings.embedder, settings.embedding_model, settings.embedding_dim) == (
+        "none",
+        None,
+        None,
+    )
+    assert (settings.model_name, settings.known_dimension) == ("", 1536)
     assert (settings.expiry_action, settings.expiry_interval_seconds) == ("archive", 60.0)
     assert settings.statement_timeout_ms == 30_000
     assert settings.shutdown_grace_seconds == 10.0
@@ -64,6 +69,19 @@ PARSED = [
     ("MEMORYD_LOG_FORMAT", "JSON", "log_format", "json"),
     ("MEMORYD_OTLP_ENDPOINT", "http://jaeger:4317", "otlp_endpoint", "http://jaeger:4317"),
     ("MEMORYD_EMBEDDING_DIM", "384", "embedding_dim", 384),
+    ("MEMORYD_EMBEDDER", "NONE", "embedder", "none"),
+    ("MEMORYD_EMBEDDER", "openai", "embedder", "openai"),
+    ("MEMORYD_EMBEDDING_MODEL", "nomic-embed-text", "embedding_model", "nomic-embed-text"),
+    (
+        "MEMORYD_OPENAI_BASE_URL",
+        "http://ollama:11434/v1",
+        "openai_base_url",
+        "http://ollama:11434/v1",
+    ),
+    ("MEMORYD_OPENAI_API_KEY", "sk-secret", "openai_api_key", "sk-secret"),
+    ("MEMORYD_EMBED_BATCH_SIZE", "16", "embed_batch_size", 16),
+    ("MEMORYD_EMBED_MAX_WAIT_MS", "0", "embed_max_wait_ms", 0.0),
+    ("MEMORYD_EMBED_THREADS", "2", "embed_threads", 2),
     ("MEMORYD_EXPIRY_ACTION", "Purge", "expiry_action", "purge"),
     ("MEMORYD_EXPIRY_INTERVAL_SECONDS", "0.5", "expiry_interval_seconds", 0.5),
     ("MEMORYD_TLS_CERT", "/etc/memoryd/server.pem", "tls_cert", Path("/etc/memoryd/server.pem")),
@@ -84,6 +102,7 @@ PARSED = [
 
 # Variables valid only together with others (the values are those of PARSED).
 COMPANIONS = {
+    "MEMORYD_EMBEDDER": ("MEMORYD_EMBEDDING_MODEL",),
     "MEMORYD_TLS_CERT": ("MEMORYD_TLS_KEY",),
     "MEMORYD_TLS_KEY": ("MEMORYD_TLS_CERT",),
     "MEMORYD_TLS_CLIENT_CA": ("MEMORYD_TLS_CERT", "MEMORYD_TLS_KEY"),
@@ -166,6 +185,9 @@ def test_all_variables_together() -> None:
         ("MEMORYD_POOL_SIZE", "4"),
         ("MEMORYD_EMBEDDING_DIM", "2001"),
         ("MEMORYD_EMBEDDING_DIM", "0"),
+        ("MEMORYD_EMBEDDER", "sentence-transformers"),
+        ("MEMORYD_EMBED_BATCH_SIZE", "5000"),
+        ("MEMORYD_EMBED_MAX_WAIT_MS", "-1"),
         ("MEMORYD_EXPIRY_ACTION", "delete"),
         ("MEMORYD_SHUTDOWN_GRACE_SECONDS", "soon"),
         ("MEMORYD_HEALTH_INTERVAL_SECONDS", "0"),
@@ -628,3 +650,32 @@ def test_parse_uuid_rejects(value: str) -> None:
         parse_uuid("message_id", value)
     assert info.value.field == "message_id"
     assert len(info.value.message) < 200
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"MEMORYD_EMBEDDER": "local", "MEMORYD_EMBEDDING_DIM": "768"}, "MEMORYD_EMBEDDING_DIM"),
+        ({"MEMORYD_EMBEDDER": "local", "MEMORYD_EMBEDDING_MODEL": "e5"}, "MEMORYD_EMBEDDING_MODEL"),
+        ({"MEMORYD_EMBEDDER": "openai"}, "MEMORYD_EMBEDDING_MODEL"),
+        (
+            {"MEMORYD_EMBEDDER": "openai", "MEMORYD_EMBEDDING_MODEL": "m",
+             "MEMORYD_OPENAI_BASE_URL": "ollama:11434"},
+            "MEMORYD_OPENAI_BASE_URL",
+        ),
+        ({"MEMORYD_EMBEDDING_MODEL": "é" * 257}, "MEMORYD_EMBEDDING_MODEL"),
+    ],
+)  # fmt: skip
+def test_embedder_combinations_that_cannot_work(env: dict[str, str], variable: str) -> None:
+    """The embedder settings are checked together; the error names the variable to fix."""
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
+def test_embedder_resolves_model_and_dimension() -> None:
+    """The local model names itself and knows its dimension; openai learns it at start."""
+    local = Settings.from_env({"MEMORYD_EMBEDDER": "local"})
+    assert (local.model_name, local.known_dimension) == ("all-MiniLM-L6-v2", 384)
+    remote = Settings.from_env({"MEMORYD_EMBEDDER": "openai", "MEMORYD_EMBEDDING_MODEL": "m"})
+    assert (remote.model_name, remote.known_dimension) == ("m", None)
+    assert "sk-" not in repr(Settings(openai_api_key="sk-secret"))

@@ -27,7 +27,9 @@ from psycopg import errors
 
 from memoryd.v1 import memory_pb2 as pb
 from memoryd.v1 import memory_pb2_grpc
+from memoryd.v1 import search_pb2 as spb
 from tests.conftest import assert_status
+from tests.embedding_servers import EXTERNAL_MODEL, register_external_model
 
 DIM = 384
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
@@ -188,8 +190,10 @@ def test_create_applies_defaults(stub, uid):
     assert get(stub, memory.id) == memory
 
 
-def test_create_round_trips_every_field(stub, uid):
+def test_create_round_trips_every_field(stub, uid, pg_uri):
     """Every writable field comes back as sent (embedding to float32 precision)."""
+    register_external_model(pg_uri)
+    occurred = dt.datetime(2023, 5, 7, 18, 30, tzinfo=dt.UTC)
     related, contradicted = str(uuid.uuid4()), str(uuid.uuid4())
     message_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
     embedding = unit(1)
@@ -201,7 +205,8 @@ def test_create_round_trips_every_field(stub, uid):
         content="Ada drinks green tea every morning",
         subject="Ada",
         embedding=embedding,
-        embedding_model="test-embedder-v1",
+        embedding_model=EXTERNAL_MODEL,
+        occur_time=ts(occurred),
         importance=8,
         confidence=0.75,
         pinned=True,
@@ -234,7 +239,8 @@ def test_create_round_trips_every_field(stub, uid):
         assert memory.content == "Ada drinks green tea every morning"
         assert memory.subject == "Ada"
         assert np.allclose(memory.embedding, embedding, rtol=0, atol=1e-7)
-        assert memory.embedding_model == "test-embedder-v1"
+        assert memory.embedding_model == EXTERNAL_MODEL
+        assert memory.occur_time == ts(occurred)
         assert memory.importance == 8
         assert memory.confidence == pytest.approx(0.75)
         assert memory.pinned
@@ -566,7 +572,6 @@ UPDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "content": ({}, {"content": "new content"}),
     "subject": ({"subject": "old"}, {"subject": "new subject"}),
     "embedding": ({}, {"embedding": unit(5)}),
-    "embedding_model": ({}, {"embedding_model": "model-2"}),
     "memory_type": ({}, {"memory_type": pb.MEMORY_TYPE_PROCEDURAL}),
     "importance": ({}, {"importance": 10}),
     "confidence": ({}, {"confidence": 0.25}),
@@ -578,6 +583,7 @@ UPDATES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "related_to": ({}, {"related_to": [str(uuid.uuid4()), str(uuid.uuid4())]}),
     "contradicts": ({}, {"contradicts": [str(uuid.uuid4())]}),
     "expire_time": ({}, {"expire_time": ts(dt.datetime(2100, 1, 2, 3, 4, 5, tzinfo=dt.UTC))}),
+    "occur_time": ({}, {"occur_time": ts(dt.datetime(1999, 12, 31, 23, 59, tzinfo=dt.UTC))}),
 }
 # Fields set to their zero value: clears.
 CLEARS: dict[str, dict[str, Any]] = {
@@ -613,6 +619,8 @@ def test_update_replaces_only_the_masked_field(stub, uid, path):
     if path in {"tags", "related_to", "contradicts", "embedding"}:
         expected.ClearField(path)
         getattr(expected, path).extend(change[path])
+    if path == "occur_time":
+        expected.occur_time.CopyFrom(change["occur_time"])
     if path == "metadata":
         expected.metadata.Clear()
         expected.metadata.update({"b": "two"})
@@ -1354,11 +1362,19 @@ def test_score_parts_are_in_the_unit_interval_and_weighted(stub, uid):
         )
     weights = pb.RankingWeights(similarity=2, text=1, recency=0.5, importance=0.5)
     results = search(
-        stub, uid, query_embedding=unit(40), query_text="rivers", weights=weights, top_k=10
+        stub,
+        uid,
+        query_embedding=unit(40),
+        query_text="rivers",
+        weights=weights,
+        top_k=10,
+        fusion=spb.FUSION_WEIGHTED,
     )
     assert len(results) == 5
+    # Hybrid weighted fusion takes text relative to the best text match.
+    best_text = max(r.text_score for r in results)
     for r in results:
-        parts = (r.similarity_score, r.text_score, r.recency_score, r.importance_score)
+        parts = (r.similarity_score, r.text_score / best_text, r.recency_score, r.importance_score)
         assert all(0.0 <= p <= 1.0 for p in parts), parts
         assert r.recency_score > 0.99  # just written, 30-day half-life
         assert r.importance_score == pytest.approx(r.memory.importance / 10)
@@ -1390,8 +1406,17 @@ def test_importance_and_recency_weights_change_the_order(stub, uid):
     )
     assert [r.memory.id for r in by_recency] == [fresh.id, vital.id]
     assert by_recency[0].recency_score > by_recency[1].recency_score
-    # An update makes the old one the freshest.
+    # Recency counts from when it happened: an edit changes nothing, a new occur_time does.
     update(stub, pb.Memory(id=vital.id, subject="touched"), "subject")
+    unchanged = search(
+        stub,
+        uid,
+        query_embedding=shared,
+        weights=pb.RankingWeights(recency=1, recency_half_life=half_life),
+    )
+    assert [r.memory.id for r in unchanged] == [fresh.id, vital.id]
+    now = ts(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+    update(stub, pb.Memory(id=vital.id, occur_time=now), "occur_time")
     again = search(
         stub,
         uid,
@@ -1551,3 +1576,24 @@ def test_recency_halves_every_half_life(stub, uid):
     age = (dt.datetime.now(dt.UTC) - as_datetime(memory.update_time)).total_seconds()
     assert results[0].recency_score <= 0.5 + 1e-6
     assert results[0].recency_score >= math.pow(0.5, age / 0.5) - 1e-6
+
+
+def test_embedding_model_changes_only_with_its_embedding(stub, uid, pg_uri):
+    """The model names the vector's space: changing it alone would mislabel the vector."""
+    register_external_model(pg_uri)
+    before = create(stub, uid, "labelled", embedding=unit(4))
+    assert before.embedding_model == ""
+    assert_status(
+        lambda: update(stub, pb.Memory(id=before.id, embedding_model=EXTERNAL_MODEL),
+                       "embedding_model"),
+        grpc.StatusCode.INVALID_ARGUMENT, field="update_mask", message="only with embedding",
+    )  # fmt: skip
+    after = update(
+        stub,
+        pb.Memory(id=before.id, embedding=unit(5), embedding_model=EXTERNAL_MODEL),
+        "embedding",
+        "embedding_model",
+    )
+    assert after.embedding_model == EXTERNAL_MODEL
+    cleared = update(stub, pb.Memory(id=before.id), "embedding")
+    assert (list(cleared.embedding), cleared.embedding_model) == ([], "")

@@ -376,13 +376,12 @@ CHARACTER_LIMITS = {
     "tags": ["\u00e9" * 128],
     "key": "\u00e9" * 256,
     "subject": "\u00e9" * 1024,
-    "embedding_model": "\u00e9" * 256,
 }
 
 
 @pytest.mark.parametrize("field", sorted(CHARACTER_LIMITS))
 def test_limits_in_characters_count_characters(stub, uid, field):
-    """Tags (128), key, embedding_model (256) and subject (1024) are limited in characters."""
+    """Tags (128), key (256) and subject (1024) are limited in characters."""
     value = CHARACTER_LIMITS[field]
     memory = create(stub, mem(uid, **{field: value}))
     assert getattr(memory, field) == value

@@ -466,6 +466,14 @@ def _samples(stub: Any, uid: str) -> dict[str, list[bytes]]:
                 comment="good",
             )
         ],
+        "SearchMessages": [
+            pb.SearchMessagesRequest(
+                query_text="more x",
+                filter=pb.MessageFilter(conversation_ids=[conv.id], roles=[pb.MESSAGE_ROLE_TOOL]),
+                top_k=3,
+            ),
+            pb.SearchMessagesRequest(query_text='"more" -x', text_match=2, mode=2),
+        ],
     }
     assert set(requests) == set(METHODS)
     return {name: [r.SerializeToString() for r in rs] for name, rs in requests.items()}
@@ -633,6 +641,8 @@ def _fill(rng: random.Random, message: ProtoMessage, depth: int = 0) -> None:
             getattr(message, field.name).extend(rng.choice(NASTY_STRINGS) for _ in range(2))
         elif field.type == types.TYPE_STRING:
             setattr(message, field.name, rng.choice(NASTY_STRINGS))
+        elif field.type in (types.TYPE_INT32, types.TYPE_ENUM) and field.is_repeated:
+            getattr(message, field.name).extend(rng.choice(NASTY_INTS) for _ in range(2))
         elif field.type in (types.TYPE_INT32, types.TYPE_ENUM):
             setattr(message, field.name, rng.choice(NASTY_INTS))
         elif field.type == types.TYPE_INT64:

@@ -26,8 +26,10 @@ from bench import datasets
 from memoryd.v1 import memory_pb2 as pb
 from memoryd.v1 import memory_pb2_grpc
 from memoryd_server.database import APP_ROLE
+from memoryd_server.embeddings.registry import ModelSpace
 from memoryd_server.memories.filters import filter_condition
 from memoryd_server.memories.models import MemoryFilter
+from memoryd_server.memories.search import search_settings, vector_condition, vector_distance
 from memoryd_server.tenancy import DEFAULT_TENANT
 
 ROWS = 20_000
@@ -221,32 +223,40 @@ def test_list_filters_are_exact(stub, loaded, case):
 
 @pytest.mark.parametrize(
     "filters",
-    [pytest.param({}, id="unfiltered"), pytest.param({"tags_any": ["t3"]}, id="10%")],
+    [
+        pytest.param({}, id="unfiltered"),
+        pytest.param({"tags_any": ["t3"]}, id="10%"),
+        pytest.param({"user_id": "u42"}, id="1%"),
+    ],
 )
 def test_plan_uses_hnsw_index(db, loaded, filters):
-    """The search's SQL (the server's own filter conditions) scans memories_embedding_idx.
+    """The search's SQL (the server's own conditions) walks the model's HNSW index.
 
     Planned as the server plans it: as the request role, under row-level
-    security, with the tenant declared. ``loaded`` has run ANALYZE, so the
-    planner knows how many rows the filter keeps.
+    security, with the tenant declared and the server's transaction settings.
+    ``loaded`` has run ANALYZE, so the planner knows how many rows the filter
+    keeps: at 10% and 1% an exact sort of every matching row looks cheap to it,
+    and the plan must still be the index's iterative scan.
     """
     register_vector(db)
+    (model_id,) = db.execute("SELECT id FROM embedding_models WHERE name = ''").fetchone()
+    space = ModelSpace(name="", dimension=DIM, provider="external", endpoint="")
     params: dict[str, Any] = {"q": loaded.data.queries[0]}
     where = filter_condition(
         DEFAULT_TENANT, MemoryFilter(namespace_prefix=loaded.namespace, **filters), params
     )
     query = sql.SQL(
-        "EXPLAIN (FORMAT JSON) SELECT id FROM memories WHERE {} AND embedding IS NOT NULL"
-        " ORDER BY embedding <=> %(q)s LIMIT 20"
-    ).format(where)
+        "EXPLAIN (FORMAT JSON) SELECT id FROM memories WHERE {} AND {} ORDER BY {} LIMIT 20"
+    ).format(where, vector_condition(space), vector_distance(space))
     with db.transaction():
         db.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(APP_ROLE)))
         db.execute("SELECT set_config('memoryd.tenant', %s, true)", (DEFAULT_TENANT,))
-        db.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        for name, value in search_settings(20).items():
+            db.execute("SELECT set_config(%s, %s, true)", (name, value))
         (plan,) = db.execute(query, params).fetchone()
     plan = plan if isinstance(plan, list) else json.loads(plan)
     scans = [(node["Node Type"], node.get("Index Name")) for node in _nodes(plan[0]["Plan"])]
-    assert ("Index Scan", "memories_embedding_idx") in scans, scans
+    assert ("Index Scan", f"memories_embedding_m{model_id}_idx") in scans, scans
 
 
 def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -29,8 +29,14 @@ from memoryd_server.admin.servicer import AdminServicer
 from memoryd_server.auth.interceptor import AuthInterceptor
 from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.config import Settings
+from memoryd_server.conversations.embedding import BATCH as MESSAGE_EMBED_BATCH
+from memoryd_server.conversations.embedding import embed_pending_messages
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
+from memoryd_server.embeddings.base import Embedder
+from memoryd_server.embeddings.registry import ModelRegistry, ModelSpace, ensure_model
+from memoryd_server.embeddings.service import Embeddings, create_embedder, provider_of
+from memoryd_server.errors import MemorydError
 from memoryd_server.interceptors import AccessLogInterceptor, ErrorInterceptor
 from memoryd_server.memories import upkeep
 from memoryd_server.memories.access import AccessRecorder
@@ -40,6 +46,10 @@ from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
 from memoryd_server.telemetry import configure_tracing
 
 log = structlog.get_logger("memoryd")
+
+# How often the message embedder looks for new messages when it has caught up:
+# with the embedding time, the lag bound documented in docs/operators.md.
+MESSAGE_EMBED_POLL_SECONDS = 0.2
 
 # Request metadata (headers) a call may carry; larger fails with RESOURCE_EXHAUSTED.
 MAX_METADATA_BYTES = 16 * 1024
@@ -67,6 +77,8 @@ class Memoryd:
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._serving: bool | None = None
+        # The embedding models and embedders; set by start().
+        self.embeddings: Embeddings | None = None
         # Verified API keys; None when MEMORYD_AUTH is off.
         self.keys: KeyVerifier | None = None
         # This replica's request rate per tenant (used when MEMORYD_AUTH is on).
@@ -78,14 +90,26 @@ class Memoryd:
         url = self.database_url = await self._database_url()
         log.info("database", url=database.redact(url), embedded=self.settings.embedded)
         await asyncio.to_thread(database.prepare_database, url)
+        embedder = await asyncio.to_thread(create_embedder, self.settings)
+        dimension = self.settings.known_dimension
+        if dimension is None:
+            assert embedder is not None
+            dimension = await asyncio.to_thread(_probe_dimension, embedder)
         if self.settings.migrate_on_start:
             applied = await asyncio.to_thread(
-                database.apply_migrations, url, embedding_dim=self.settings.embedding_dim
+                database.apply_migrations, url, embedding_dim=dimension
             )
             log.info("migrations_applied", count=len(applied), ids=applied)
-        await asyncio.to_thread(database.check_embedding_dim, url, self.settings.embedding_dim)
+        space = await asyncio.to_thread(self._register_model, url, dimension)
         self._pool = database.create_pool(url, self.settings)
         await self._pool.open(wait=True, timeout=30.0)
+        self.embeddings = Embeddings(
+            ModelRegistry(self._pool, space),
+            self.settings,
+            None if embedder is None else Embeddings.batcher(embedder, self.settings),
+        )
+        log.info("embedding_model", model=space.name, dimension=space.dimension,
+                 embedder=self.settings.embedder)  # fmt: skip
         self._upkeep_pool = database.create_pool(
             url, self.settings, role=database.MAINTENANCE_ROLE, max_size=1
         )
@@ -105,6 +129,7 @@ class Memoryd:
             asyncio.create_task(self._expire_idempotency_keys(), name="memoryd-idempotency"),
             asyncio.create_task(self._expire_memories(), name="memoryd-memory-expiry"),
             asyncio.create_task(access.run(), name="memoryd-access"),
+            asyncio.create_task(self._embed_messages(), name="memoryd-message-embedding"),
         ]
         log.info(
             "serving",
@@ -115,6 +140,17 @@ class Memoryd:
             auth="on" if self.settings.auth_enabled else "off",
         )
         return self.port
+
+    def _register_model(self, url: str, dimension: int) -> ModelSpace:
+        with database.owner_connection(url) as conn:
+            return ensure_model(
+                conn, name=self.settings.model_name, dimension=dimension,
+                provider=provider_of(self.settings),
+                endpoint=self._endpoint(),
+            )  # fmt: skip
+
+    def _endpoint(self) -> str:
+        return self.settings.openai_base_url if self.settings.embedder == "openai" else ""
 
     def _failed_keys(self) -> FailedKeyLimiter | None:
         rate = self.settings.auth_failures_per_second
@@ -168,10 +204,10 @@ class Memoryd:
             ],
         )
         conversation_pb2_grpc.add_ConversationServiceServicer_to_server(
-            ConversationServicer(pool, self.settings, tokens), server
+            ConversationServicer(pool, self.settings, tokens, self._embeddings()), server
         )
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(
-            MemoryServicer(pool, self.settings, tokens, access), server
+            MemoryServicer(pool, self.settings, tokens, access, self._embeddings()), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(pool, self.settings, tokens, self.keys), server
@@ -182,6 +218,10 @@ class Memoryd:
         )
         self.port = self._listen(server, credentials)
         return server
+
+    def _embeddings(self) -> Embeddings:
+        assert self.embeddings is not None, "start() sets it before building the server"
+        return self.embeddings
 
     def _listen(self, server: grpc.aio.Server, credentials: grpc.ServerCredentials | None) -> int:
         """Bind ``settings.addr``: TLS with ``credentials``, plaintext without; the port."""
@@ -245,6 +285,20 @@ class Memoryd:
             except Exception:
                 log.warning("memory_expiry_failed", exc_info=True)
 
+    async def _embed_messages(self) -> None:
+        """Embed appended messages shortly after their append (SearchMessages)."""
+        assert self._upkeep_pool is not None
+        assert self.embeddings is not None
+        while True:
+            try:
+                done = await embed_pending_messages(self._upkeep_pool, self.embeddings)
+            except Exception:
+                log.warning("message_embedding_failed", exc_info=True)
+                done = 0
+                await asyncio.sleep(1.0)
+            if done < MESSAGE_EMBED_BATCH:
+                await asyncio.sleep(MESSAGE_EMBED_POLL_SECONDS)
+
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, finish in-flight calls within ``grace``, then release everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
@@ -257,12 +311,24 @@ class Memoryd:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.embeddings is not None:
+            await self.embeddings.close()
         for pool in (self._pool, self._upkeep_pool):
             if pool is not None:
                 await pool.close()
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
         log.info("stopped")
+
+
+def _probe_dimension(embedder: Embedder) -> int:
+    """The endpoint's vector length, or a StartupError saying why it is unknown."""
+    try:
+        return embedder.dimension
+    except MemorydError as exc:
+        raise StartupError(
+            f"cannot ask the embedding service for a vector: {exc.message}"
+        ) from None
 
 
 async def serve(settings: Settings) -> None:

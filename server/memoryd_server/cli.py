@@ -13,8 +13,9 @@ from typing import TypeVar
 from memoryd_server import database
 from memoryd_server.admin import cli as admin_cli
 from memoryd_server.app import serve
-from memoryd_server.config import ConfigError, Settings
+from memoryd_server.config import DEFAULT_EMBEDDING_DIM, ConfigError, Settings
 from memoryd_server.database import EmbeddedDatabase, StartupError
+from memoryd_server.embeddings import cli as embeddings_cli
 from memoryd_server.portability import PortabilityError, peers
 from memoryd_server.portability.export import export_tenant
 from memoryd_server.portability.importer import DEFAULT_BATCH_SIZE, import_tenant
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     peers.add_arguments(peer)
     admin_cli.add_commands(commands.add_parser)
+    embeddings_cli.add_commands(commands.add_parser)
     return parser
 
 
@@ -79,7 +81,13 @@ def _with_database(settings: Settings, action: Callable[[str], T]) -> T:
         database.prepare_database(url)
         return action(url)
     finally:
-        embedded.stop()
+        if not embedded.attached:  # a running memoryd's database stays up
+            embedded.stop()
+
+
+def _dimension(settings: Settings) -> int:
+    """The vector length a new database's first migrations are told about."""
+    return settings.known_dimension or DEFAULT_EMBEDDING_DIM
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> None:
@@ -96,7 +104,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> None:
     else:
         applied = _with_database(
             settings,
-            lambda url: database.apply_migrations(url, embedding_dim=settings.embedding_dim),
+            lambda url: database.apply_migrations(url, embedding_dim=_dimension(settings)),
         )
         print(f"applied {len(applied)}: {' '.join(applied) or '-'}")
 
@@ -149,7 +157,7 @@ def _create_operator_key(settings: Settings, args: argparse.Namespace) -> None:
     def bootstrap(url: str) -> admin_cli.Bootstrapped:
         # Suggested before the first `serve`: migrate first, as serve would.
         if settings.migrate_on_start:
-            database.apply_migrations(url, embedding_dim=settings.embedding_dim)
+            database.apply_migrations(url, embedding_dim=_dimension(settings))
         return admin_cli.create_operator_key(url, name=args.name, expires=expires)
 
     created = _with_database(settings, bootstrap)
@@ -174,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _import(settings, args)
         elif args.command == "keys":
             _create_operator_key(settings, args)
+        elif args.command in embeddings_cli.COMMANDS:
+            embeddings_cli.run(settings, args, lambda action: _with_database(settings, action))
         else:
             _migrate(settings, args)
     except (ConfigError, StartupError, PortabilityError, admin_cli.AdminError) as exc:

@@ -14,6 +14,7 @@ LogFormat = Literal["auto", "json", "console"]
 ExpiryAction = Literal["archive", "purge"]
 TlsMode = Literal["off", "tls", "mtls"]
 AuthMode = Literal["on", "off"]
+EmbedderKind = Literal["none", "local", "openai"]
 
 # Where a server may run without auth by default: only its own machine can call it.
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
@@ -22,6 +23,11 @@ MIN_ADMIN_KEY_CHARS = 32
 
 # pgvector's HNSW indexes hold vectors of at most 2,000 dimensions.
 MAX_EMBEDDING_DIM = 2000
+# Callers' vectors (MEMORYD_EMBEDDER=none) have this many dimensions unless configured.
+DEFAULT_EMBEDDING_DIM = 1536
+# MEMORYD_EMBEDDER=local (embeddings/local.py).
+LOCAL_MODEL = "all-MiniLM-L6-v2"
+LOCAL_DIMENSION = 384
 
 
 class ConfigError(ValueError):
@@ -40,7 +46,19 @@ class Settings:
     max_content_bytes: int = 1024 * 1024
     # Fits a BatchCreateMemories of 10,000 memories with 1,536-dimensional embeddings.
     max_receive_bytes: int = 64 * 1024 * 1024
-    embedding_dim: int = 1536
+    # The server's embedding model (see embedding_model and dimension below).
+    embedder: EmbedderKind = "none"
+    # None: the embedder's own name ("" for caller-supplied vectors with embedder none).
+    embedding_model: str | None = None
+    # None: 1536 with embedder none, 384 for the local model, asked of the endpoint for openai.
+    embedding_dim: int | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str | None = dataclasses.field(default=None, repr=False)
+    # Texts embedded together at most, and how long a text waits for others to join.
+    embed_batch_size: int = 64
+    embed_max_wait_ms: float = 2.0
+    # onnxruntime threads for the local model (0: one per core).
+    embed_threads: int = 0
     expiry_action: ExpiryAction = "archive"
     expiry_interval_seconds: float = 60.0
     statement_timeout_ms: int = 30_000
@@ -100,8 +118,7 @@ class Settings:
             raise ConfigError(
                 "MEMORYD_MAX_RECEIVE_BYTES: must be at least MEMORYD_MAX_CONTENT_BYTES"
             )
-        if not 1 <= self.embedding_dim <= MAX_EMBEDDING_DIM:
-            raise ConfigError(f"MEMORYD_EMBEDDING_DIM: must be 1 to {MAX_EMBEDDING_DIM}")
+        self._validate_embedder()
         if self.database_url is not None and not self.database_url.startswith(
             ("postgresql://", "postgres://")
         ):
@@ -114,6 +131,47 @@ class Settings:
             )
         if not math.isfinite(self.quota_requests_per_second) or self.quota_requests_per_second < 0:
             raise ConfigError("MEMORYD_QUOTA_REQUESTS_PER_SECOND: must be 0 (unlimited) or more")
+
+    def _validate_embedder(self) -> None:
+        if self.embedding_dim is not None and not 1 <= self.embedding_dim <= MAX_EMBEDDING_DIM:
+            raise ConfigError(f"MEMORYD_EMBEDDING_DIM: must be 1 to {MAX_EMBEDDING_DIM}")
+        if self.embedder == "local":
+            if self.embedding_model not in (None, LOCAL_MODEL):
+                raise ConfigError(
+                    f"MEMORYD_EMBEDDING_MODEL: the local embedder runs {LOCAL_MODEL} only"
+                )
+            if self.embedding_dim not in (None, LOCAL_DIMENSION):
+                raise ConfigError(
+                    f"MEMORYD_EMBEDDING_DIM: {LOCAL_MODEL} makes {LOCAL_DIMENSION} dimensions"
+                )
+        if self.embedder == "openai":
+            if not self.embedding_model:
+                raise ConfigError(
+                    "MEMORYD_EMBEDDING_MODEL: required with MEMORYD_EMBEDDER=openai"
+                    " (e.g. text-embedding-3-small, or nomic-embed-text on Ollama)"
+                )
+            if not self.openai_base_url.startswith(("http://", "https://")):
+                raise ConfigError("MEMORYD_OPENAI_BASE_URL: expected an http:// or https:// URL")
+        if self.embedding_model is not None and len(self.embedding_model) > 256:
+            raise ConfigError("MEMORYD_EMBEDDING_MODEL: at most 256 characters")
+        if not 1 <= self.embed_batch_size <= 2048:
+            raise ConfigError("MEMORYD_EMBED_BATCH_SIZE: must be 1 to 2048")
+
+    @property
+    def model_name(self) -> str:
+        """The name rows record for the server's embedding model."""
+        if self.embedding_model is not None:
+            return self.embedding_model
+        return LOCAL_MODEL if self.embedder == "local" else ""
+
+    @property
+    def known_dimension(self) -> int | None:
+        """The model's vector length, if known without asking an endpoint."""
+        if self.embedding_dim is not None:
+            return self.embedding_dim
+        if self.embedder == "local":
+            return LOCAL_DIMENSION
+        return DEFAULT_EMBEDDING_DIM if self.embedder == "none" else None
 
     def _validate_tls(self) -> None:
         # Only the combination: the files are read (and checked) when the server starts.
@@ -221,6 +279,13 @@ def _expiry_action(text: str) -> str:
     return lowered
 
 
+def _embedder(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in {"none", "local", "openai"}:
+        raise ValueError(f"expected none, local or openai, got {text!r}")
+    return lowered
+
+
 def _log_format(text: str) -> str:
     lowered = text.strip().lower()
     if lowered not in {"auto", "json", "console"}:
@@ -237,7 +302,14 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_POOL_MAX_SIZE", "pool_max_size", _positive_int),
     ("MEMORYD_MAX_CONTENT_BYTES", "max_content_bytes", _positive_int),
     ("MEMORYD_MAX_RECEIVE_BYTES", "max_receive_bytes", _positive_int),
+    ("MEMORYD_EMBEDDER", "embedder", _embedder),
+    ("MEMORYD_EMBEDDING_MODEL", "embedding_model", str),
     ("MEMORYD_EMBEDDING_DIM", "embedding_dim", _positive_int),
+    ("MEMORYD_OPENAI_BASE_URL", "openai_base_url", str),
+    ("MEMORYD_OPENAI_API_KEY", "openai_api_key", str),
+    ("MEMORYD_EMBED_BATCH_SIZE", "embed_batch_size", _positive_int),
+    ("MEMORYD_EMBED_MAX_WAIT_MS", "embed_max_wait_ms", _non_negative_float),
+    ("MEMORYD_EMBED_THREADS", "embed_threads", _non_negative_int),
     ("MEMORYD_EXPIRY_ACTION", "expiry_action", _expiry_action),
     ("MEMORYD_EXPIRY_INTERVAL_SECONDS", "expiry_interval_seconds", _positive_float),
     ("MEMORYD_STATEMENT_TIMEOUT_MS", "statement_timeout_ms", _positive_int),

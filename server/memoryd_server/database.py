@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import os
 import re
 import urllib.parse
 import warnings
@@ -42,11 +43,15 @@ class EmbeddedDatabase:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir.resolve()
         self._server: Any = None
+        # True when start() found the server already running (a memoryd serving
+        # from the same directory): a command should then leave it running.
+        self.attached = False
 
     def start(self) -> str:
         """Start (or re-attach to) the server; returns its libpq URI. Blocking."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(exist_ok=True)
+        self.attached = _postmaster_running(self.data_dir)
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback is fine.
             warnings.simplefilter("ignore")
@@ -65,6 +70,16 @@ class EmbeddedDatabase:
         if self._server is not None:
             self._server._cleanup()  # noqa: SLF001 - the package's only stop entry point
             self._server = None
+
+
+def _postmaster_running(data_dir: Path) -> bool:
+    """Whether a live postmaster holds ``data_dir`` (its pid file names a live process)."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def migrations_dir() -> Path:
@@ -171,18 +186,11 @@ def list_migrations(url: str) -> list[MigrationState]:
         return [MigrationState(m.id, m.id in applied) for m in migrations]
 
 
-def check_embedding_dim(url: str, expected: int) -> None:
-    """Refuse to start when the database's embeddings have another dimension."""
-    with _startup_errors(url), psycopg.connect(url, connect_timeout=10) as conn:
-        row = conn.execute(
-            "SELECT atttypmod FROM pg_attribute WHERE attrelid = to_regclass('memories')"
-            " AND attname = 'embedding'"
-        ).fetchone()
-    if row is not None and row[0] != expected:
-        raise StartupError(
-            f"MEMORYD_EMBEDDING_DIM is {expected} but the database holds {row[0]}-dimensional"
-            " embeddings; set it back, or re-embed into a new database"
-        )
+@contextmanager
+def owner_connection(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection as the URL's user (the tables' owner), errors as StartupError."""
+    with _startup_errors(url), psycopg.connect(url, connect_timeout=10, autocommit=True) as conn:
+        yield conn
 
 
 def rollback_migrations(url: str, count: int = 1) -> list[str]:

@@ -199,7 +199,6 @@ async function memoryFlow(call, uid) {
         memory_type: "MEMORY_TYPE_USER_PROFILE",
         content: "The Node.js client's favourite fruit is the persimmon",
         embedding: target,
-        embedding_model: "lcg-384",
         importance: 7,
         tags: ["fruit"],
         metadata: { fields: { source: { string_value: "node" } } },

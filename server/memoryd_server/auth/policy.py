@@ -23,6 +23,7 @@ _READS = {
         "ListConversations",
         "ListMessages",
         "GetContextWindow",
+        "SearchMessages",
     },
     "MemoryService": {
         "GetMemory",

@@ -113,13 +113,15 @@ async def append_messages(
     request_hash: bytes = b"",
     create_if_missing: NewConversation | None = None,
     max_conversations: int = 0,
+    embed_model: str | None = None,
 ) -> tuple[list[Message], Conversation]:
     """Append ``messages`` by ``actor`` (a key id) with gapless seqs, all or nothing.
 
     The UPDATE of the conversation row serialises concurrent appenders to one
     conversation (and only to it), so seqs are assigned without gaps. Creating
     the conversation is RESOURCE_EXHAUSTED when the tenant stores
-    ``max_conversations`` (0: no limit).
+    ``max_conversations`` (0: no limit). With ``embed_model``, messages with
+    content are queued for the background embedder (conversations/embedding.py).
     """
     async with transaction(pool, tenant_id) as conn:
         if request_id:
@@ -172,12 +174,13 @@ async def append_messages(
         query = sql.SQL(
             "INSERT INTO messages (tenant_id, conversation_id, seq, id, role, content, name,"
             " tool_calls, tool_call_id, token_count, model, metadata, created_by,"
-            " created_by_name)"
-            " SELECT %(tenant)s, %(conversation)s, *, %(actor)s, %(actor_name)s"
+            " created_by_name, embed_model)"
+            " SELECT %(tenant)s, %(conversation)s, *, %(actor)s, %(actor_name)s,"
+            " CASE WHEN content_ <> '' THEN %(embed_model)s::text END"
             " FROM unnest(%(seq)s::bigint[],"
             " %(id)s::uuid[], %(role)s::text[], %(content)s::text[], %(name)s::text[],"
             " %(tool_calls)s::jsonb[], %(tool_call_id)s::text[], %(token_count)s::int[],"
-            " %(model)s::text[], %(metadata)s::jsonb[])"
+            " %(model)s::text[], %(metadata)s::jsonb[]) AS m(seq_, id_, role_, content_)"
             " RETURNING {cols}"
         ).format(cols=MESSAGE_COLUMNS)
         params = {
@@ -195,6 +198,7 @@ async def append_messages(
             "metadata": [Jsonb(m.metadata) for m in messages],
             "actor": actor,
             "actor_name": actor_name,
+            "embed_model": embed_model,
         }
         async with conn.cursor(row_factory=class_row(Message)) as cur:
             await cur.execute(query, params)

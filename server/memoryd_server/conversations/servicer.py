@@ -13,10 +13,13 @@ from memoryd_server import quotas, tenancy
 from memoryd_server.config import Settings
 from memoryd_server.conversations import convert, models, store
 from memoryd_server.conversations import messages as message_store
+from memoryd_server.conversations.search import MessageFilter, search_messages
+from memoryd_server.embeddings.service import Embeddings
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid, uuid7
 from memoryd_server.pagination import PageTokens, invalid_token, page_size
-from memoryd_server.protoconv import request_hash, struct_to_dict
+from memoryd_server.protoconv import request_hash, struct_to_dict, to_datetime
+from memoryd_server.search_query import MODES_PB, resolve_query
 from memoryd_server.validation import check_chars, check_enum, check_text
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -24,13 +27,18 @@ Context = grpc.aio.ServicerContext[Any, Any]
 MAX_MESSAGES_PER_APPEND = 1000
 MAX_WINDOW_MESSAGES = 1000
 DEFAULT_WINDOW_MESSAGES = 20
+MAX_SEARCH_RESULTS = 100
+DEFAULT_SEARCH_RESULTS = 10
+MAX_SEARCH_CONVERSATIONS = 100
 
 
 class ConversationServicer(pb_grpc.ConversationServiceServicer):
     """The proto boundary of ConversationService."""
 
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings, tokens: PageTokens) -> None:
+    def __init__(self, pool: AsyncConnectionPool, settings: Settings, tokens: PageTokens,
+                 embeddings: Embeddings) -> None:  # fmt: skip
         self._pool = pool
+        self._embeddings = embeddings
         self._settings = settings
         self._tokens = tokens
 
@@ -214,9 +222,11 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         create = None
         if request.create_if_missing:
             create = self._new_conversation("conversation", request.conversation, conversation_id)
+        tenant = tenancy.tenant_of(context)
+        serving = await self._embeddings.registry.serving(tenant)
         appended, conversation = await message_store.append_messages(
             self._pool,
-            tenant_id=tenancy.tenant_of(context),
+            tenant_id=tenant,
             actor=tenancy.actor_of(context),
             actor_name=tenancy.actor_name_of(context),
             conversation_id=conversation_id,
@@ -225,6 +235,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             request_hash=request_hash(request),
             create_if_missing=create,
             max_conversations=quotas.current().max_conversations,
+            embed_model=serving.name if self._embeddings.can_embed(serving) else None,
         )
         return pb.AppendMessagesResponse(
             messages=[convert.message_to_pb(m) for m in appended],
@@ -316,6 +327,62 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             comment=check_chars("comment", request.comment, 4096),
         )
         return pb.SetMessageFeedbackResponse(message=convert.message_to_pb(updated))
+
+    async def SearchMessages(
+        self, request: pb.SearchMessagesRequest, context: Context
+    ) -> pb.SearchMessagesResponse:
+        tenant = tenancy.tenant_of(context)
+        filter_ = self._message_filter("filter", request.filter)
+        if not 0 <= request.top_k <= MAX_SEARCH_RESULTS:
+            raise InvalidArgument("top_k", f"must be 1 to {MAX_SEARCH_RESULTS}")
+        query = await resolve_query(
+            self._embeddings, tenant, query_text=request.query_text,
+            query_embedding=request.query_embedding, embedding_model=request.embedding_model,
+            mode=request.mode, text_match=request.text_match, fusion=request.fusion,
+        )  # fmt: skip
+        results = await search_messages(
+            self._pool, tenant_id=tenant, filter=filter_, query=query,
+            top_k=request.top_k or DEFAULT_SEARCH_RESULTS,
+        )  # fmt: skip
+        return pb.SearchMessagesResponse(
+            results=[
+                pb.MessageSearchResult(
+                    message=convert.message_to_pb(r.message), score=r.score.score,
+                    similarity_score=r.score.similarity, text_score=r.score.text,
+                    vector_rank=r.vector_rank, text_rank=r.text_rank,
+                ) for r in results
+            ],
+            mode=MODES_PB[query.mode],
+            embedding_model=query.model_name,
+        )  # fmt: skip
+
+    def _message_filter(self, field: str, f: pb.MessageFilter) -> MessageFilter:
+        if len(f.conversation_ids) > MAX_SEARCH_CONVERSATIONS:
+            raise InvalidArgument(
+                f"{field}.conversation_ids", f"has more than {MAX_SEARCH_CONVERSATIONS} ids"
+            )
+        roles: list[str] = []
+        for i, role in enumerate(f.roles):
+            name = convert.ROLE_TO_DB.get(
+                check_enum(f"{field}.roles[{i}]", role, pb.MessageRole.DESCRIPTOR)
+            )
+            if name is None:
+                raise InvalidArgument(f"{field}.roles[{i}]", "must not be UNSPECIFIED")
+            roles.append(name)
+        start = (to_datetime(f"{field}.create_time_start", f.create_time_start)
+                 if f.HasField("create_time_start") else None)  # fmt: skip
+        end = (to_datetime(f"{field}.create_time_end", f.create_time_end)
+               if f.HasField("create_time_end") else None)  # fmt: skip
+        if start is not None and end is not None and end <= start:
+            raise InvalidArgument(f"{field}.create_time_end", "must be after create_time_start")
+        return MessageFilter(
+            conversation_ids=[check_resource_id(f"{field}.conversation_ids[{i}]", c)
+                              for i, c in enumerate(f.conversation_ids)],
+            user_id=check_chars(f"{field}.user_id", f.user_id, 256),
+            app_name=check_chars(f"{field}.app_name", f.app_name, 256),
+            agent_id=check_chars(f"{field}.agent_id", f.agent_id, 256),
+            roles=roles, create_time_start=start, create_time_end=end,
+        )  # fmt: skip
 
 
 def _decode_activity(position: list[Any]) -> tuple[Any, str]:

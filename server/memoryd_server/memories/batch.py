@@ -30,7 +30,7 @@ COPY_TYPES = {
     "source_kind": "text", "source_conversation_id": "text", "source_message_ids": "text[]",
     "extraction_model": "text", "user_id": "text", "agent_id": "text", "tags": "text[]",
     "metadata": "jsonb", "related_to": "uuid[]", "contradicts": "uuid[]",
-    "expire_time": "timestamptz",
+    "expire_time": "timestamptz", "occur_time": "timestamptz",
 }  # fmt: skip
 
 
@@ -118,6 +118,7 @@ async def batch_create_memories(
 def _as_created(memory_id: uuid.UUID, new: NewMemory, now: dt.datetime) -> Memory:
     """The row COPY wrote for ``new``, rebuilt without reading it back."""
     values = {f.name: getattr(new, f.name) for f in dataclasses.fields(NewMemory)}
+    values["occur_time"] = new.occur_time or now
     return Memory(
         id=memory_id, version=1, superseded_by=None, access_count=0, last_access_time=None,
         create_time=now, update_time=now, **values,

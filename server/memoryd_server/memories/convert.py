@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from memoryd.v1 import memory_pb2 as pb
+from memoryd_server.config import MAX_EMBEDDING_DIM
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid
 from memoryd_server.memories.models import Embedding, Memory, MemoryFilter, NewMemory
@@ -81,12 +82,18 @@ def namespace(field: str, segments: Sequence[str], *, allow_empty: bool = False)
     return list(segments)
 
 
-def embedding(field: str, values: Sequence[float], dim: int) -> Embedding | None:
-    """The embedding as float32, or None when empty; INVALID_ARGUMENT if unusable."""
+def embedding(field: str, values: Sequence[float], dim: int | None) -> Embedding | None:
+    """The embedding as float32, or None when empty; INVALID_ARGUMENT if unusable.
+
+    ``dim`` None: any length up to pgvector's index limit (the model's own
+    dimension is checked once the model is known).
+    """
     if not values:
         return None
-    if len(values) != dim:
-        raise InvalidArgument(field, f"has {len(values)} dimensions; this server expects {dim}")
+    if dim is not None and len(values) != dim:
+        raise InvalidArgument(field, f"has {len(values)} dimensions; the model makes {dim}")
+    if len(values) > MAX_EMBEDDING_DIM:
+        raise InvalidArgument(field, f"has {len(values)} dimensions; at most {MAX_EMBEDDING_DIM}")
     vector = np.asarray(values, dtype=np.float32)
     if not np.all(np.isfinite(vector)):
         raise InvalidArgument(field, "must hold finite numbers (no NaN or Infinity)")
@@ -140,7 +147,6 @@ def new_memory(
     field: str,
     m: pb.Memory,
     *,
-    dim: int,
     max_bytes: int,
     ttl: dt.timedelta | None = None,
     namespace_default: bool = False,
@@ -168,7 +174,7 @@ def new_memory(
         memory_type=enum_value(f"{field}.memory_type", m.memory_type, TYPES,
                                pb.MemoryType.DESCRIPTOR, "semantic"),
         subject=check_chars(f"{field}.subject", m.subject, 1024),
-        embedding=embedding(f"{field}.embedding", m.embedding, dim),
+        embedding=embedding(f"{field}.embedding", m.embedding, None),
         embedding_model=check_chars(f"{field}.embedding_model", m.embedding_model, 256),
         importance=importance(f"{field}.importance", m.importance, default=5),
         confidence=(confidence(f"{field}.confidence", m.confidence)
@@ -192,6 +198,8 @@ def new_memory(
         related_to=links(f"{field}.related_to", m.related_to),
         contradicts=links(f"{field}.contradicts", m.contradicts),
         expire_time=expire_time,
+        occur_time=(to_datetime(f"{field}.occur_time", m.occur_time)
+                    if m.HasField("occur_time") else None),
     )  # fmt: skip
 
 
@@ -214,6 +222,18 @@ def memory_filter(field: str, f: pb.MemoryFilter, *, max_bytes: int) -> MemoryFi
     )
     if start is not None and end is not None and end <= start:
         raise InvalidArgument(f"{field}.create_time_end", "must be after create_time_start")
+    occur_start = (
+        to_datetime(f"{field}.occur_time_start", f.occur_time_start)
+        if f.HasField("occur_time_start")
+        else None
+    )
+    occur_end = (
+        to_datetime(f"{field}.occur_time_end", f.occur_time_end)
+        if f.HasField("occur_time_end")
+        else None
+    )
+    if occur_start is not None and occur_end is not None and occur_end <= occur_start:
+        raise InvalidArgument(f"{field}.occur_time_end", "must be after occur_time_start")
     return MemoryFilter(
         namespace_prefix=namespace(f"{field}.namespace_prefix", f.namespace_prefix,
                                    allow_empty=True),
@@ -228,6 +248,8 @@ def memory_filter(field: str, f: pb.MemoryFilter, *, max_bytes: int) -> MemoryFi
         metadata=struct_to_dict(f"{field}.metadata", f.metadata, max_bytes),
         create_time_start=start,
         create_time_end=end,
+        occur_time_start=occur_start,
+        occur_time_end=occur_end,
         include_expired=f.include_expired,
     )  # fmt: skip
 
@@ -259,5 +281,5 @@ def memory_to_pb(m: Memory) -> pb.Memory:
         superseded_by=str(m.superseded_by) if m.superseded_by else "",
         access_count=m.access_count, last_access_time=timestamp(m.last_access_time),
         expire_time=timestamp(m.expire_time), create_time=timestamp(m.create_time),
-        update_time=timestamp(m.update_time),
+        update_time=timestamp(m.update_time), occur_time=timestamp(m.occur_time),
     )  # fmt: skip

@@ -24,7 +24,9 @@ def namespace_condition(prefix: list[str], params: dict[str, Any]) -> sql.Compos
     return sql.SQL("(ns_path = %(ns_exact)s OR (ns_path >= %(ns_low)s AND ns_path < %(ns_high)s))")
 
 
-def filter_condition(tenant_id: str, f: MemoryFilter, params: dict[str, Any]) -> sql.Composable:
+def filter_condition(  # noqa: PLR0912 - one branch per filter field
+    tenant_id: str, f: MemoryFilter, params: dict[str, Any]
+) -> sql.Composable:
     """The WHERE condition for ``f`` in ``tenant_id``; fills ``params``."""
     params["tenant"] = tenant_id
     parts: list[sql.Composable] = [
@@ -56,6 +58,10 @@ def filter_condition(tenant_id: str, f: MemoryFilter, params: dict[str, Any]) ->
         add("create_time >= %(create_start)s", create_start=f.create_time_start)
     if f.create_time_end is not None:
         add("create_time < %(create_end)s", create_end=f.create_time_end)
+    if f.occur_time_start is not None:
+        add("occur_time >= %(occur_start)s", occur_start=f.occur_time_start)
+    if f.occur_time_end is not None:
+        add("occur_time < %(occur_end)s", occur_end=f.occur_time_end)
     if not f.include_expired:
         # Pinned memories never expire, whatever their expire_time says.
         add("(pinned OR expire_time IS NULL OR expire_time > now())")

@@ -23,7 +23,7 @@ LIVE_STATUSES = ("active", "disputed")
 UPDATABLE_FIELDS = frozenset({
     "content", "subject", "embedding", "embedding_model", "memory_type", "importance",
     "confidence", "pinned", "tier", "status", "tags", "metadata", "related_to", "contradicts",
-    "expire_time",
+    "expire_time", "occur_time",
 })  # fmt: skip
 
 
@@ -59,6 +59,8 @@ class NewMemory:
     related_to: list[uuid.UUID] = field(default_factory=list)
     contradicts: list[uuid.UUID] = field(default_factory=list)
     expire_time: dt.datetime | None = None
+    # None: when it is created (a trigger of migration 0010 fills it in).
+    occur_time: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Memory:
     expire_time: dt.datetime | None
     create_time: dt.datetime
     update_time: dt.datetime
+    occur_time: dt.datetime
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Memory))
@@ -104,7 +107,7 @@ NEW_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(NewMemory))
 
 _UUIDS = ("id", "superseded_by")
 _UUID_LISTS = ("related_to", "contradicts")
-_TIMES = ("last_access_time", "expire_time", "create_time", "update_time")
+_TIMES = ("last_access_time", "expire_time", "create_time", "update_time", "occur_time")
 
 
 def to_state(memory: Memory) -> dict[str, Any]:
@@ -127,6 +130,8 @@ def to_state(memory: Memory) -> dict[str, Any]:
 def from_state(state: dict[str, Any]) -> Memory:
     """The memory a history snapshot describes (its embedding is None)."""
     values = dict(state, embedding=None)
+    # Snapshots taken before occur_time existed: it was the creation time then.
+    values.setdefault("occur_time", values["create_time"])
     for name in _UUIDS:
         values[name] = None if values[name] is None else uuid.UUID(values[name])
     for name in _UUID_LISTS:
@@ -151,6 +156,8 @@ class MemoryFilter:
     metadata: dict[str, Any] = field(default_factory=dict)
     create_time_start: dt.datetime | None = None
     create_time_end: dt.datetime | None = None
+    occur_time_start: dt.datetime | None = None
+    occur_time_end: dt.datetime | None = None
     include_expired: bool = False
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,14 +10,17 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from memoryd_server import ranking
 from memoryd_server.database import transaction
+from memoryd_server.embeddings.registry import ModelSpace
 from memoryd_server.memories.filters import filter_condition
-from memoryd_server.memories.models import COLUMNS, Candidate, Embedding, Memory, MemoryFilter
+from memoryd_server.memories.models import COLUMNS, Embedding, Memory, MemoryFilter
 from memoryd_server.memories.store import column_sql
+from memoryd_server.ranking import Fusion, Mode, TextMatch, Weights
 
 MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
-DEFAULT_HALF_LIFE = dt.timedelta(days=30)
+DEFAULT_HALF_LIFE = ranking.DEFAULT_HALF_LIFE
 # HNSW candidate list size. With iterative scans pgvector keeps walking the
 # graph until enough rows pass the filter, so this trades latency for recall.
 EF_SEARCH = 100
@@ -28,24 +30,25 @@ _RESULT_COLUMNS = sql.SQL(", ").join(
     sql.SQL("NULL::vector AS embedding") if c == "embedding" else column_sql(c) for c in COLUMNS
 )
 
+__all__ = ["DEFAULT_HALF_LIFE", "MAX_TOP_K", "Query", "ScoredMemory", "Weights", "search_memories"]
+
 
 @dataclass(frozen=True)
-class Weights:
-    """How much each part of the score counts (normalised by their sum)."""
+class Query:
+    """A resolved search: its mode, and what each part searches with."""
 
-    similarity: float = 0.0
-    text: float = 0.0
-    recency: float = 0.0
-    importance: float = 0.0
-    half_life: dt.timedelta = DEFAULT_HALF_LIFE
+    mode: Mode
+    text: str
+    text_match: TextMatch
+    fusion: Fusion
+    # The vector part's model and query vector (modes vector and hybrid).
+    space: ModelSpace | None = None
+    vector: Embedding | None = None
 
-    def resolved(self, *, has_embedding: bool, has_text: bool) -> Weights:
-        """These weights, or the defaults for the query's kind when all are zero."""
-        if self.similarity or self.text or self.recency or self.importance:
-            return self
-        similarity = (0.7 if has_text else 1.0) if has_embedding else 0.0
-        text = (0.3 if has_embedding else 1.0) if has_text else 0.0
-        return Weights(similarity=similarity, text=text, half_life=self.half_life)
+    @property
+    def model_name(self) -> str:
+        """The model whose vectors the search compares ("" for a text search)."""
+        return self.space.name if self.space is not None and self.mode != "text" else ""
 
 
 @dataclass(frozen=True)
@@ -53,60 +56,48 @@ class ScoredMemory:
     """A search result: the memory, its final score and the parts it came from."""
 
     memory: Memory
-    score: float
-    similarity: float
-    text: float
-    recency: float
-    importance: float
+    score: ranking.Score
+    vector_rank: int
+    text_rank: int
 
 
-def score_candidates(
-    candidates: list[Candidate], weights: Weights, now: dt.datetime
-) -> list[ScoredMemory]:
-    """Score every candidate, best first (ties: newest first).
-
-    Each part is in [0, 1]: similarity is (1 + cosine) / 2, text is PostgreSQL's
-    normalised ts_rank_cd, recency halves every ``half_life`` since the last
-    update, importance is importance / 10.
-    """
-    total = weights.similarity + weights.text + weights.recency + weights.importance
-    half_life = weights.half_life.total_seconds()
-    scored = []
-    for c in candidates:
-        similarity = 0.0 if c.distance is None else min(max(1.0 - c.distance / 2.0, 0.0), 1.0)
-        age = max((now - c.memory.update_time).total_seconds(), 0.0)
-        recency = math.pow(0.5, age / half_life)
-        importance = c.memory.importance / 10.0
-        parts = (
-            weights.similarity * similarity
-            + weights.text * c.text_rank
-            + weights.recency * recency
-            + weights.importance * importance
-        )
-        scored.append(ScoredMemory(c.memory, parts / total if total else 0.0, similarity,
-                                   c.text_rank, recency, importance))  # fmt: skip
-    scored.sort(key=lambda s: (s.score, s.memory.id), reverse=True)
-    return scored
+def search_settings(depth: int) -> dict[str, str]:
+    """Transaction settings of a vector search for ``depth`` candidates."""
+    return {
+        # Iterative scans keep walking the graph until enough rows pass the filter.
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.ef_search": str(max(EF_SEARCH, depth)),
+        # With statistics, the planner prices an exact sort of every row a 1-10%
+        # filter keeps below the index scan (a distance costs it one operator)
+        # and took 15x longer at 100k rows. The ORDER BY of a vector search has
+        # one other path, the index; a text search has none, so it still sorts.
+        "enable_sort": "off",
+    }
 
 
-def _candidates(rows: list[dict[str, Any]]) -> list[Candidate]:
-    return [
-        Candidate(
-            memory=Memory(**{c: row[c] for c in COLUMNS}),
-            distance=row["distance"],
-            text_rank=float(row["text_rank"] or 0.0),
-            query_time=row["query_time"],
-        )
-        for row in rows
-    ]
+def vector_distance(space: ModelSpace) -> sql.Composed:
+    """Cosine distance to ``%(q)s`` in ``space``: the expression of its partial index."""
+    dim = sql.Literal(space.dimension)
+    return sql.SQL("(embedding::vector({0}) <=> %(q)s::vector({0}))").format(dim)
 
 
-async def _query(
-    conn: AsyncConnection[Any], query: sql.Composed, params: dict[str, Any]
-) -> list[Candidate]:
+def vector_condition(space: ModelSpace) -> sql.Composed:
+    """Rows of ``space``, spelled as its partial index's predicate (a literal, not a
+    parameter, so even a generic plan can use the index)."""
+    return sql.SQL("embedding_model = {} AND embedding IS NOT NULL").format(sql.Literal(space.name))
+
+
+async def _rows(conn: AsyncConnection[Any], query: sql.Composed,
+                params: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
-        return _candidates(await cur.fetchall())
+        return await cur.fetchall()
+
+
+def _sort_key(s: ScoredMemory) -> tuple[float, float, str, str]:
+    # Deterministic for the same data: score, then the newest event, content, id.
+    m = s.memory
+    return (-s.score.score, -m.occur_time.timestamp(), m.content, str(m.id))
 
 
 async def search_memories(
@@ -114,55 +105,71 @@ async def search_memories(
     *,
     tenant_id: str,
     filter: MemoryFilter,
-    query_embedding: Embedding | None,
-    query_text: str,
+    query: Query,
     top_k: int,
     weights: Weights,
     min_score: float,
 ) -> list[ScoredMemory]:
-    """The ``top_k`` best memories for the query among those ``filter`` admits.
+    """The ``top_k`` best memories for ``query`` among those ``filter`` admits.
 
-    Vector candidates come from the HNSW index with iterative scans (so a
-    filter that keeps few rows still yields enough), text candidates from the
-    GIN index; the union is scored and re-ranked here.
+    Vector candidates come from the model's HNSW index with iterative scans (so
+    a filter that keeps few rows still yields enough), text candidates from the
+    GIN index; the two rankings are fused here.
     """
-    has_embedding = query_embedding is not None
-    weights = weights.resolved(has_embedding=has_embedding, has_text=bool(query_text))
-    # Ranking by anything but the index's own order needs a deeper pool to pick from.
-    only_one_signal = (weights.similarity > 0) + (weights.text > 0) == 1 and not (
-        weights.recency or weights.importance)  # fmt: skip
-    pool_size = max(2 * top_k, 20) if only_one_signal else min(4 * top_k, 400)
-    params: dict[str, Any] = {"q": query_embedding, "text": query_text, "k": pool_size}
+    weights = weights.resolved(query.mode, query.fusion)
+    single = query.mode != "hybrid" and not (weights.recency or weights.importance)
+    # Ranking by anything but one index's own order needs a deeper pool to pick from.
+    depth = max(2 * top_k, 20) if single else min(max(4 * top_k, 40), 400)
+    params: dict[str, Any] = {"q": query.vector, "text": query.text, "k": depth}
     where = filter_condition(tenant_id, filter, params)
-    distance = sql.SQL("embedding <=> %(q)s" if has_embedding else "NULL::float8")
-    text_rank = sql.SQL(
-        "ts_rank_cd(search_text, websearch_to_tsquery('english', %(text)s), 32)"
-        if query_text else "0::float4"
-    )  # fmt: skip
-    found: dict[Any, Candidate] = {}
-    # Iterative scans keep walking the graph until enough rows pass the filter.
-    hnsw = {
-        "hnsw.iterative_scan": "relaxed_order",
-        "hnsw.ef_search": str(max(EF_SEARCH, pool_size)),
-    }
-    async with transaction(pool, tenant_id, hnsw if has_embedding else None) as conn:
-        if has_embedding:
-            vector = sql.SQL(
-                "SELECT {}, {} AS distance, {} AS text_rank, now() AS query_time FROM memories"
-                " WHERE {} AND embedding IS NOT NULL ORDER BY embedding <=> %(q)s LIMIT %(k)s"
-            ).format(_RESULT_COLUMNS, distance, text_rank, where)
-            for c in await _query(conn, vector, params):
-                found[c.memory.id] = c
-        if query_text:
-            text = sql.SQL(
-                "SELECT {}, {} AS distance, {} AS text_rank, now() AS query_time FROM memories"
-                " WHERE {} AND search_text @@ websearch_to_tsquery('english', %(text)s)"
-                " ORDER BY text_rank DESC LIMIT %(k)s"
-            ).format(_RESULT_COLUMNS, distance, text_rank, where)
-            for c in await _query(conn, text, params):
-                found.setdefault(c.memory.id, c)
-    if not found:
+    text_rank = ranking.text_rank(query.text_match) if query.text else sql.SQL("0::float4")
+    distance: sql.Composable = sql.SQL("NULL::float8")
+    settings = None
+    if query.space is not None and query.vector is not None:
+        distance = vector_distance(query.space)
+        settings = search_settings(depth)
+    select = sql.SQL(
+        "SELECT {}, {} AS distance, {} AS text_rank, now() AS query_time FROM memories WHERE {}"
+    ).format(_RESULT_COLUMNS, distance, text_rank, where)
+    by_vector: list[dict[str, Any]] = []
+    by_text: list[dict[str, Any]] = []
+    async with transaction(pool, tenant_id, settings) as conn:
+        if query.mode != "text" and query.space is not None:
+            vector_query = sql.SQL("{} AND {} ORDER BY {} LIMIT %(k)s").format(
+                select, vector_condition(query.space), distance
+            )
+            by_vector = await _rows(conn, vector_query, params)
+            if len(by_vector) < depth:
+                # Few rows pass the filter, or the iterative scan gave up
+                # (hnsw.max_scan_tuples) before finding them: an exact search,
+                # cheap for such a small set, finds every one.
+                exact = sql.SQL("{} AND {} ORDER BY {} + 0 LIMIT %(k)s").format(
+                    select, vector_condition(query.space), distance
+                )
+                by_vector = await _rows(conn, exact, params)
+            # relaxed_order may return a few rows out of order.
+            by_vector.sort(key=lambda r: (r["distance"], str(r["id"])))
+        if query.mode != "vector":
+            text_query = sql.SQL(
+                "{} AND search_text @@ {} ORDER BY text_rank DESC, occur_time DESC, id LIMIT %(k)s"
+            ).format(select, ranking.tsquery(query.text_match))
+            by_text = await _rows(conn, text_query, params)
+    rows = {r["id"]: r for r in by_text} | {r["id"]: r for r in by_vector}
+    if not rows:
         return []
-    now = next(iter(found.values())).query_time
-    ranked = score_candidates(list(found.values()), weights, now)
-    return [s for s in ranked if s.score >= min_score][:top_k]
+    vector_ranks = ranking.ranks([r["id"] for r in by_vector])
+    text_ranks = ranking.ranks([r["id"] for r in by_text])
+    now: dt.datetime = next(iter(rows.values()))["query_time"]
+    best_text = max(float(r["text_rank"] or 0.0) for r in rows.values())
+    scored = []
+    for memory_id, row in rows.items():
+        memory = Memory(**{c: row[c] for c in COLUMNS})
+        signals = ranking.Signals(
+            distance=row["distance"], text=float(row["text_rank"] or 0.0),
+            vector_rank=vector_ranks.get(memory_id, 0), text_rank=text_ranks.get(memory_id, 0),
+            occur_time=memory.occur_time, importance=memory.importance / 10.0,
+        )  # fmt: skip
+        result = ranking.score(signals, weights, query.fusion, query.mode, now, best_text=best_text)
+        scored.append(ScoredMemory(memory, result, signals.vector_rank, signals.text_rank))
+    scored.sort(key=_sort_key)
+    return [s for s in scored if s.score.score >= min_score][:top_k]

@@ -13,9 +13,10 @@ from memoryd.v1 import memory_pb2 as pb
 from memoryd.v1 import memory_pb2_grpc as pb_grpc
 from memoryd_server import quotas, tenancy
 from memoryd_server.config import Settings
+from memoryd_server.embeddings.service import Embeddings
 from memoryd_server.errors import InvalidArgument, NotFound
 from memoryd_server.ids import parse_uuid
-from memoryd_server.memories import batch, convert, history, listing, search, store
+from memoryd_server.memories import batch, convert, history, listing, search, store, vectors
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.models import UPDATABLE_FIELDS, NewMemory
 from memoryd_server.pagination import PageTokens, invalid_token, page_size
@@ -26,6 +27,7 @@ from memoryd_server.protoconv import (
     to_datetime,
     to_timedelta,
 )
+from memoryd_server.search_query import MODES_PB, resolve_query
 from memoryd_server.validation import check_chars
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -37,9 +39,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     """The proto boundary of MemoryService."""
 
     def __init__(self, pool: AsyncConnectionPool, settings: Settings, tokens: PageTokens,
-                 access: AccessRecorder) -> None:  # fmt: skip
+                 access: AccessRecorder, embeddings: Embeddings) -> None:  # fmt: skip
         self._pool = pool
-        self._dim = settings.embedding_dim
+        self._embeddings = embeddings
         self._max_bytes = settings.max_content_bytes
         self._tokens = tokens
         self._access = access
@@ -50,7 +52,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
     def _new_memory(self, field: str, m: pb.Memory, **options: Any) -> NewMemory:
         """``m`` validated, its content within the tenant's limit too."""
         quotas.check_content(f"{field}.content", m.content, self._max_bytes)
-        return convert.new_memory(field, m, dim=self._dim, max_bytes=self._max_bytes, **options)
+        return convert.new_memory(field, m, max_bytes=self._max_bytes, **options)
+
+    async def _vectors(self, tenant_id: str, fields: list[str],
+                       news: list[NewMemory]) -> list[NewMemory]:  # fmt: skip
+        """``news`` with their vectors checked against their model, or made by the server."""
+        return await vectors.complete(self._embeddings, tenant_id, fields, news)
 
     async def CreateMemory(self, request: pb.CreateMemoryRequest,
                            context: Context) -> pb.CreateMemoryResponse:  # fmt: skip
@@ -62,8 +69,10 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
         new = self._new_memory("memory", request.memory, ttl=ttl)
         if request.upsert and not new.key:
             raise InvalidArgument("memory.key", "is required with upsert")
+        tenant = tenancy.tenant_of(context)
+        (new,) = await self._vectors(tenant, ["memory"], [new])
         memory, updated = await store.create_memory(
-            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            self._pool, tenant_id=tenant, actor=tenancy.actor_of(context),
             actor_name=tenancy.actor_name_of(context),
             new=new, upsert=request.upsert,
             request_id=check_chars("request_id", request.request_id, 128),
@@ -77,9 +86,12 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             raise InvalidArgument("memories", "must hold at least one memory")
         if len(request.memories) > MAX_BATCH:
             raise InvalidArgument("memories", f"must hold at most {MAX_BATCH}")
-        news = [self._new_memory(f"memories[{i}]", m) for i, m in enumerate(request.memories)]
+        fields = [f"memories[{i}]" for i in range(len(request.memories))]
+        news = [self._new_memory(f, m) for f, m in zip(fields, request.memories, strict=True)]
+        tenant = tenancy.tenant_of(context)
+        news = await self._vectors(tenant, fields, news)
         ids = await batch.batch_create_memories(
-            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            self._pool, tenant_id=tenant, actor=tenancy.actor_of(context),
             actor_name=tenancy.actor_name_of(context),
             memories=news, request_id=check_chars("request_id", request.request_id, 128),
             request_hash=request_hash(request), max_memories=quotas.current().max_memories,
@@ -114,7 +126,9 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
             content = quotas.check_content(field, m.content, self._max_bytes)
             return convert.content(field, content, self._max_bytes)
         if path == "embedding":
-            return convert.embedding(field, m.embedding, self._dim)
+            return convert.embedding(field, m.embedding, None)
+        if path == "occur_time":
+            return to_datetime(field, m.occur_time) if m.HasField("occur_time") else None
         if path == "importance":
             return convert.importance(field, m.importance, default=None)
         if path == "confidence":
@@ -155,9 +169,11 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                     "update_mask", f"{path!r} is not an updatable field; use one of "
                     + ", ".join(sorted(UPDATABLE_FIELDS)))  # fmt: skip
         changes = {path: self._change(path, request.memory) for path in paths}
+        tenant = tenancy.tenant_of(context)
+        changes = await vectors.complete_update(self._embeddings, tenant, changes)
         expected = request.expected_version if request.HasField("expected_version") else None
         memory = await store.update_memory(
-            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            self._pool, tenant_id=tenant, actor=tenancy.actor_of(context),
             actor_name=tenancy.actor_name_of(context),
             memory_id=memory_id, changes=changes, expected_version=expected,
             reason=check_chars("reason", request.reason, 1024),
@@ -168,9 +184,11 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                               context: Context) -> pb.SupersedeMemoryResponse:  # fmt: skip
         memory_id = self._memory_id("memory_id", request.memory_id)
         new = self._new_memory("memory", request.memory, namespace_default=True)
+        tenant = tenancy.tenant_of(context)
+        (new,) = await self._vectors(tenant, ["memory"], [new])
         expected = request.expected_version if request.HasField("expected_version") else None
         old, created = await store.supersede_memory(
-            self._pool, tenant_id=tenancy.tenant_of(context), actor=tenancy.actor_of(context),
+            self._pool, tenant_id=tenant, actor=tenancy.actor_of(context),
             actor_name=tenancy.actor_name_of(context),
             memory_id=memory_id, new=new, expected_version=expected,
             reason=check_chars("reason", request.reason, 1024),
@@ -213,26 +231,28 @@ class MemoryServicer(pb_grpc.MemoryServiceServicer):
                              context: Context) -> pb.SearchMemoriesResponse:  # fmt: skip
         tenant = tenancy.tenant_of(context)
         filter_ = convert.memory_filter("filter", request.filter, max_bytes=self._max_bytes)
-        query_embedding = convert.embedding("query_embedding", request.query_embedding, self._dim)
-        query_text = check_chars("query_text", request.query_text.strip(), 4096)
-        if query_embedding is None and not query_text:
-            raise InvalidArgument("query_embedding", "give query_embedding, query_text or both")
         if not 0 <= request.top_k <= search.MAX_TOP_K:
             raise InvalidArgument("top_k", f"must be 1 to {search.MAX_TOP_K}")
         weights = _weights(request.weights)
+        query = await resolve_query(
+            self._embeddings, tenant, query_text=request.query_text,
+            query_embedding=request.query_embedding, embedding_model=request.embedding_model,
+            mode=request.mode, text_match=request.text_match, fusion=request.fusion,
+        )  # fmt: skip
         results = await search.search_memories(
-            self._pool, tenant_id=tenant, filter=filter_, query_embedding=query_embedding,
-            query_text=query_text, top_k=request.top_k or search.DEFAULT_TOP_K,
-            weights=weights, min_score=request.min_score,
+            self._pool, tenant_id=tenant, filter=filter_, query=query,
+            top_k=request.top_k or search.DEFAULT_TOP_K, weights=weights,
+            min_score=request.min_score,
         )  # fmt: skip
         self._access.note(tenant, [r.memory.id for r in results])
         return pb.SearchMemoriesResponse(results=[
             pb.SearchResult(
-                memory=convert.memory_to_pb(r.memory), score=r.score,
-                similarity_score=r.similarity, text_score=r.text, recency_score=r.recency,
-                importance_score=r.importance,
+                memory=convert.memory_to_pb(r.memory), score=r.score.score,
+                similarity_score=r.score.similarity, text_score=r.score.text,
+                recency_score=r.score.recency, importance_score=r.score.importance,
+                fusion_score=r.score.fusion, vector_rank=r.vector_rank, text_rank=r.text_rank,
             ) for r in results
-        ])  # fmt: skip
+        ], mode=MODES_PB[query.mode], embedding_model=query.model_name)  # fmt: skip
 
     async def ListNamespaces(self, request: pb.ListNamespacesRequest,
                              context: Context) -> pb.ListNamespacesResponse:  # fmt: skip

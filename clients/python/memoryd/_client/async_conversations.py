@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 # ruff: noqa: ASYNC109 - `timeout` is the gRPC deadline of the call, not an asyncio timeout.
+import builtins
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,8 @@ from memoryd._client.conversation_calls import (
     list_messages_request,
     list_request,
     messages_page,
+    search_request,
+    search_results,
     update_request,
     window,
 )
@@ -291,6 +294,43 @@ class AsyncConversations:
             timeout=timeout,
         )
         return window(response)
+
+    async def search(
+        self,
+        *,
+        query_text: str = "",
+        query_embedding: t.Embedding | None = None,
+        filter: t.MessageFilter | None = None,
+        top_k: int = 0,
+        mode: t.SearchMode | None = None,
+        text_match: t.TextMatch | None = None,
+        fusion: t.Fusion | None = None,
+        embedding_model: str = "",
+        timeout: float | None = None,
+    ) -> builtins.list[t.MessageSearchResult]:
+        """Past messages across the tenant's conversations that match, best first.
+
+        The same modes as ``memories.search``; with the server's embedder on,
+        messages are found by meaning shortly after they are appended.
+        """
+        request = search_request(
+            query_text=query_text,
+            query_embedding=query_embedding,
+            filter=filter,
+            top_k=top_k,
+            mode=mode,
+            text_match=text_match,
+            fusion=fusion,
+            embedding_model=embedding_model,
+        )
+        response = await self._t.call(
+            SERVICE + "SearchMessages",
+            request,
+            pb.SearchMessagesResponse,
+            retryable=True,
+            timeout=timeout,
+        )
+        return search_results(response)
 
     async def set_feedback(
         self,

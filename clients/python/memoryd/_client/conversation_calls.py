@@ -10,6 +10,7 @@ from google.protobuf import field_mask_pb2
 
 from memoryd._client import convert
 from memoryd._client import types as t
+from memoryd._client.memory_calls import search_options
 from memoryd.v1 import conversation_pb2 as pb
 
 SERVICE = "/memoryd.v1.ConversationService/"
@@ -25,6 +26,7 @@ RPC_METHODS: dict[str, str] = {
     "ListMessages": "list_messages",
     "GetContextWindow": "context_window",
     "SetMessageFeedback": "set_feedback",
+    "SearchMessages": "search",
 }
 
 # Messages accepted by append: NewMessage, or a dict of its field names.
@@ -169,3 +171,47 @@ def conversations_page(r: pb.ListConversationsResponse) -> t.Page[t.Conversation
 
 def messages_page(r: pb.ListMessagesResponse) -> t.Page[t.Message]:
     return t.Page(tuple(convert.message(m) for m in r.messages), r.next_page_token)
+
+
+def search_request(
+    *,
+    query_text: str,
+    query_embedding: t.Embedding | None,
+    filter: t.MessageFilter | None,
+    top_k: int,
+    mode: t.SearchMode | None,
+    text_match: t.TextMatch | None,
+    fusion: t.Fusion | None,
+    embedding_model: str,
+) -> pb.SearchMessagesRequest:
+    f = filter or t.MessageFilter()
+    return pb.SearchMessagesRequest(
+        filter=pb.MessageFilter(
+            conversation_ids=convert.strings(f.conversation_ids),
+            user_id=f.user_id,
+            app_name=f.app_name,
+            agent_id=f.agent_id,
+            roles=[convert.enum_value(pb.MessageRole, r, "filter.roles") for r in f.roles],
+            create_time_start=convert.timestamp(f.create_time_start),
+            create_time_end=convert.timestamp(f.create_time_end),
+        ),
+        query_text=query_text,
+        query_embedding=convert.floats(query_embedding),
+        embedding_model=embedding_model,
+        top_k=top_k,
+        **search_options(mode, text_match, fusion),
+    )
+
+
+def search_results(r: pb.SearchMessagesResponse) -> list[t.MessageSearchResult]:
+    return [
+        t.MessageSearchResult(
+            message=convert.message(x.message),
+            score=x.score,
+            similarity_score=x.similarity_score,
+            text_score=x.text_score,
+            vector_rank=x.vector_rank,
+            text_rank=x.text_rank,
+        )
+        for x in r.results
+    ]

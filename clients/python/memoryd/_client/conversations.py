@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,8 @@ from memoryd._client.conversation_calls import (
     list_messages_request,
     list_request,
     messages_page,
+    search_request,
+    search_results,
     update_request,
     window,
 )
@@ -288,6 +291,43 @@ class Conversations:
             timeout=timeout,
         )
         return window(response)
+
+    def search(
+        self,
+        *,
+        query_text: str = "",
+        query_embedding: t.Embedding | None = None,
+        filter: t.MessageFilter | None = None,
+        top_k: int = 0,
+        mode: t.SearchMode | None = None,
+        text_match: t.TextMatch | None = None,
+        fusion: t.Fusion | None = None,
+        embedding_model: str = "",
+        timeout: float | None = None,
+    ) -> builtins.list[t.MessageSearchResult]:
+        """Past messages across the tenant's conversations that match, best first.
+
+        The same modes as ``memories.search``; with the server's embedder on,
+        messages are found by meaning shortly after they are appended.
+        """
+        request = search_request(
+            query_text=query_text,
+            query_embedding=query_embedding,
+            filter=filter,
+            top_k=top_k,
+            mode=mode,
+            text_match=text_match,
+            fusion=fusion,
+            embedding_model=embedding_model,
+        )
+        response = self._t.call(
+            SERVICE + "SearchMessages",
+            request,
+            pb.SearchMessagesResponse,
+            retryable=True,
+            timeout=timeout,
+        )
+        return search_results(response)
 
     def set_feedback(
         self,

@@ -25,6 +25,9 @@ _PREFIXES: dict[str, str] = {
     "MemoryEventType": "MEMORY_EVENT_TYPE_",
     "Role": "ROLE_",
     "TenantState": "TENANT_STATE_",
+    "SearchMode": "SEARCH_MODE_",
+    "TextMatch": "TEXT_MATCH_",
+    "Fusion": "FUSION_",
 }
 
 
@@ -212,6 +215,7 @@ def memory_pb(memory: t.NewMemory, field: str = "memory") -> mpb.Memory:
         related_to=list(memory.related_to),
         contradicts=list(memory.contradicts),
         expire_time=timestamp(memory.expire_time),
+        occur_time=timestamp(memory.occur_time),
     )
     if memory.confidence is not None:
         pb.confidence = memory.confidence
@@ -265,6 +269,7 @@ def memory(pb: mpb.Memory) -> t.Memory:
         expire_time=from_timestamp(pb, "expire_time"),
         create_time=from_timestamp(pb, "create_time"),
         update_time=from_timestamp(pb, "update_time"),
+        occur_time=from_timestamp(pb, "occur_time"),
     )
 
 
@@ -288,6 +293,8 @@ def memory_filter_pb(f: t.MemoryFilter | None) -> mpb.MemoryFilter | None:
         create_time_start=timestamp(f.create_time_start),
         create_time_end=timestamp(f.create_time_end),
         include_expired=f.include_expired,
+        occur_time_start=timestamp(f.occur_time_start),
+        occur_time_end=timestamp(f.occur_time_end),
     )
 
 
@@ -311,6 +318,9 @@ def search_result(pb: mpb.SearchResult) -> t.SearchResult:
         text_score=pb.text_score,
         recency_score=pb.recency_score,
         importance_score=pb.importance_score,
+        fusion_score=pb.fusion_score,
+        vector_rank=pb.vector_rank,
+        text_rank=pb.text_rank,
     )
 
 

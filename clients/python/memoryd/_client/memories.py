@@ -113,6 +113,7 @@ class Memories:
         related_to: Sequence[str] | None = None,
         contradicts: Sequence[str] | None = None,
         expire_time: datetime | None = None,
+        occur_time: datetime | None = None,
         expected_version: int | None = None,
         reason: str = "",
         timeout: float | None = None,
@@ -134,6 +135,7 @@ class Memories:
             "related_to": related_to,
             "contradicts": contradicts,
             "expire_time": expire_time,
+            "occur_time": occur_time,
         }
         response = self._t.call(
             SERVICE + "UpdateMemory",
@@ -234,9 +236,19 @@ class Memories:
         top_k: int = 0,
         min_score: float = 0.0,
         weights: t.RankingWeights | None = None,
+        mode: t.SearchMode | None = None,
+        text_match: t.TextMatch | None = None,
+        fusion: t.Fusion | None = None,
+        embedding_model: str = "",
         timeout: float | None = None,
     ) -> builtins.list[t.SearchResult]:
-        """The best matches for a text, an embedding or both, best first."""
+        """The best matches for a text, an embedding or both, best first.
+
+        With the server's embedder on, ``query_text`` alone searches by meaning
+        and words (hybrid); ``mode`` picks ``"vector"``, ``"text"`` or
+        ``"hybrid"``, ``text_match`` ``"any"`` (natural language) or
+        ``"websearch"`` (every word), ``fusion`` ``"rrf"`` or ``"weighted"``.
+        """
         request = search_request(
             query_text=query_text,
             query_embedding=query_embedding,
@@ -244,6 +256,10 @@ class Memories:
             top_k=top_k,
             min_score=min_score,
             weights=weights,
+            mode=mode,
+            text_match=text_match,
+            fusion=fusion,
+            embedding_model=embedding_model,
         )
         response = self._t.call(
             SERVICE + "SearchMemories",

@@ -11,6 +11,7 @@ from google.protobuf import field_mask_pb2
 from memoryd._client import convert
 from memoryd._client import types as t
 from memoryd.v1 import memory_pb2 as pb
+from memoryd.v1 import search_pb2 as spb
 
 SERVICE = "/memoryd.v1.MemoryService/"
 
@@ -46,6 +47,7 @@ UPDATABLE = (
     "related_to",
     "contradicts",
     "expire_time",
+    "occur_time",
 )
 
 
@@ -68,8 +70,8 @@ def update_request(
             getattr(mem, name).extend(convert.strings(value))
         elif name == "metadata":
             mem.metadata.update(dict(value))
-        elif name == "expire_time":
-            mem.expire_time.FromDatetime(convert.aware(value))
+        elif name in ("expire_time", "occur_time"):
+            getattr(mem, name).FromDatetime(convert.aware(value))
         else:
             setattr(mem, name, value)
     request = pb.UpdateMemoryRequest(
@@ -94,6 +96,10 @@ def search_request(
     top_k: int,
     min_score: float,
     weights: t.RankingWeights | None,
+    mode: t.SearchMode | None = None,
+    text_match: t.TextMatch | None = None,
+    fusion: t.Fusion | None = None,
+    embedding_model: str = "",
 ) -> pb.SearchMemoriesRequest:
     return pb.SearchMemoriesRequest(
         filter=convert.memory_filter_pb(filter),
@@ -102,7 +108,20 @@ def search_request(
         top_k=top_k,
         min_score=min_score,
         weights=convert.weights_pb(weights),
+        **search_options(mode, text_match, fusion),
+        embedding_model=embedding_model,
     )
+
+
+def search_options(
+    mode: t.SearchMode | None, text_match: t.TextMatch | None, fusion: t.Fusion | None
+) -> dict[str, Any]:
+    """The mode, text match and fusion fields of a search request (None: server default)."""
+    return {
+        "mode": convert.enum_value(spb.SearchMode, mode, "mode"),
+        "text_match": convert.enum_value(spb.TextMatch, text_match, "text_match"),
+        "fusion": convert.enum_value(spb.Fusion, fusion, "fusion"),
+    }
 
 
 def at_request(memory_id: str, time: datetime) -> pb.GetMemoryAtRequest:

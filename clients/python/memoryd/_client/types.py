@@ -28,6 +28,10 @@ MemorySourceKind = Literal[
 MemoryEventType = Literal["created", "updated", "superseded", "archived", "purged"]
 # What an API key may do (AdminService's Role).
 KeyRole = Literal["viewer", "member", "admin", "operator"]
+# How a search finds candidates, matches text, and fuses rankings (search.proto).
+SearchMode = Literal["vector", "text", "hybrid"]
+TextMatch = Literal["any", "websearch"]
+Fusion = Literal["rrf", "weighted"]
 TenantState = Literal["active", "disabled"]
 
 
@@ -182,6 +186,8 @@ class NewMemory:
     related_to: Sequence[str] = ()
     contradicts: Sequence[str] = ()
     expire_time: datetime | None = None
+    # When the thing happened (default: when it is created).
+    occur_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,7 @@ class Memory:
     expire_time: datetime | None
     create_time: datetime | None
     update_time: datetime | None
+    occur_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +256,8 @@ class MemoryFilter:
     create_time_start: datetime | None = None
     create_time_end: datetime | None = None
     include_expired: bool = False
+    occur_time_start: datetime | None = None
+    occur_time_end: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +281,36 @@ class SearchResult:
     text_score: float
     recency_score: float
     importance_score: float
+    # Hybrid with reciprocal-rank fusion: the fused rank score in (0, 1].
+    fusion_score: float = 0.0
+    # Places in the vector and text rankings (1 = best; 0 = not found by it).
+    vector_rank: int = 0
+    text_rank: int = 0
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """Which messages ``conversations.search`` considers; empty fields match everything."""
+
+    conversation_ids: Sequence[str] = ()
+    user_id: str = ""
+    app_name: str = ""
+    agent_id: str = ""
+    roles: Sequence[Role] = ()
+    create_time_start: datetime | None = None
+    create_time_end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MessageSearchResult:
+    """One message found by ``conversations.search`` and the parts of its score."""
+
+    message: Message
+    score: float
+    similarity_score: float
+    text_score: float
+    vector_rank: int
+    text_rank: int
 
 
 @dataclass(frozen=True)

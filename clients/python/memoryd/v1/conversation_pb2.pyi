@@ -11,6 +11,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from memoryd.v1 import search_pb2 as _search_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -956,3 +957,189 @@ class SetMessageFeedbackResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetMessageFeedbackResponse: _TypeAlias = SetMessageFeedbackResponse  # noqa: Y015
+
+@_typing.final
+class MessageFilter(_message.Message):
+    """Which messages SearchMessages considers; empty fields match everything."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    APP_NAME_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_START_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_END_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """Only conversations of this user."""
+    app_name: _builtins.str
+    """Only conversations of this app."""
+    agent_id: _builtins.str
+    """Only conversations of this agent."""
+    @_builtins.property
+    def conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these conversations (at most 100 ids)."""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[Global___MessageRole.ValueType]:
+        """Only messages of these roles."""
+
+    @_builtins.property
+    def create_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only messages appended at or after this time."""
+
+    @_builtins.property
+    def create_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only messages appended before this time."""
+
+    def __init__(
+        self,
+        *,
+        conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
+        user_id: _builtins.str = ...,
+        app_name: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
+        roles: _abc.Iterable[Global___MessageRole.ValueType] | None = ...,
+        create_time_start: _timestamp_pb2.Timestamp | None = ...,
+        create_time_end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_end", b"create_time_end", "create_time_start", b"create_time_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "app_name", b"app_name", "conversation_ids", b"conversation_ids", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "roles", b"roles", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageFilter: _TypeAlias = MessageFilter  # noqa: Y015
+
+@_typing.final
+class SearchMessagesRequest(_message.Message):
+    """Request for SearchMessages. Give query_text, query_embedding or both."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    QUERY_TEXT_FIELD_NUMBER: _builtins.int
+    QUERY_EMBEDDING_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    TEXT_MATCH_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
+    query_text: _builtins.str
+    """The query in plain words (see SearchMemoriesRequest.query_text). Up to
+    4,096 characters.
+    """
+    embedding_model: _builtins.str
+    """The model of query_embedding (default: the tenant's serving model)."""
+    top_k: _builtins.int
+    """How many results (default 10, maximum 100)."""
+    mode: _search_pb2.SearchMode.ValueType
+    """Vector, text or hybrid (default: hybrid when possible)."""
+    text_match: _search_pb2.TextMatch.ValueType
+    """How query_text matches (default: natural language)."""
+    fusion: _search_pb2.Fusion.ValueType
+    """How hybrid rankings combine (default: reciprocal-rank fusion)."""
+    @_builtins.property
+    def filter(self) -> Global___MessageFilter:
+        """Which messages."""
+
+    @_builtins.property
+    def query_embedding(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The query's embedding, in the space of embedding_model."""
+
+    def __init__(
+        self,
+        *,
+        filter: Global___MessageFilter | None = ...,
+        query_text: _builtins.str = ...,
+        query_embedding: _abc.Iterable[_builtins.float] | None = ...,
+        embedding_model: _builtins.str = ...,
+        top_k: _builtins.int = ...,
+        mode: _search_pb2.SearchMode.ValueType = ...,
+        text_match: _search_pb2.TextMatch.ValueType = ...,
+        fusion: _search_pb2.Fusion.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_model", b"embedding_model", "filter", b"filter", "fusion", b"fusion", "mode", b"mode", "query_embedding", b"query_embedding", "query_text", b"query_text", "text_match", b"text_match", "top_k", b"top_k"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMessagesRequest: _TypeAlias = SearchMessagesRequest  # noqa: Y015
+
+@_typing.final
+class MessageSearchResult(_message.Message):
+    """One SearchMessages result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    SIMILARITY_SCORE_FIELD_NUMBER: _builtins.int
+    TEXT_SCORE_FIELD_NUMBER: _builtins.int
+    VECTOR_RANK_FIELD_NUMBER: _builtins.int
+    TEXT_RANK_FIELD_NUMBER: _builtins.int
+    score: _builtins.float
+    """The final score in [0, 1]: similarity, text score or fused rank score."""
+    similarity_score: _builtins.float
+    """Cosine similarity mapped to [0, 1]; 0 when the vector search did not find it."""
+    text_score: _builtins.float
+    """Full-text rank in [0, 1); 0 when the text search did not find it."""
+    vector_rank: _builtins.int
+    """Its place in the vector ranking (1 = nearest); 0 if not found by it."""
+    text_rank: _builtins.int
+    """Its place in the text ranking (1 = best); 0 if not found by it."""
+    @_builtins.property
+    def message(self) -> Global___Message:
+        """The message."""
+
+    def __init__(
+        self,
+        *,
+        message: Global___Message | None = ...,
+        score: _builtins.float = ...,
+        similarity_score: _builtins.float = ...,
+        text_score: _builtins.float = ...,
+        vector_rank: _builtins.int = ...,
+        text_rank: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "score", b"score", "similarity_score", b"similarity_score", "text_rank", b"text_rank", "text_score", b"text_score", "vector_rank", b"vector_rank"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MessageSearchResult: _TypeAlias = MessageSearchResult  # noqa: Y015
+
+@_typing.final
+class SearchMessagesResponse(_message.Message):
+    """Response for SearchMessages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    mode: _search_pb2.SearchMode.ValueType
+    """The mode the search ran in (never UNSPECIFIED)."""
+    embedding_model: _builtins.str
+    """The model whose vectors were compared (empty for a text search)."""
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___MessageSearchResult]:
+        """Best first; equal scores newest first, then by id."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___MessageSearchResult] | None = ...,
+        mode: _search_pb2.SearchMode.ValueType = ...,
+        embedding_model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_model", b"embedding_model", "mode", b"mode", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchMessagesResponse: _TypeAlias = SearchMessagesResponse  # noqa: Y015

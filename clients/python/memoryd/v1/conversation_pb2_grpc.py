@@ -91,6 +91,11 @@ class ConversationServiceStub:
                 request_serializer=memoryd_dot_v1_dot_conversation__pb2.SetMessageFeedbackRequest.SerializeToString,
                 response_deserializer=memoryd_dot_v1_dot_conversation__pb2.SetMessageFeedbackResponse.FromString,
                 _registered_method=True)
+        self.SearchMessages = channel.unary_unary(
+                '/memoryd.v1.ConversationService/SearchMessages',
+                request_serializer=memoryd_dot_v1_dot_conversation__pb2.SearchMessagesRequest.SerializeToString,
+                response_deserializer=memoryd_dot_v1_dot_conversation__pb2.SearchMessagesResponse.FromString,
+                _registered_method=True)
 
 
 class ConversationServiceServicer:
@@ -212,6 +217,19 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchMessages(self, request, context):
+        """Finds messages across the caller's conversations by meaning, by words, or
+        both, with the same modes and fusion as SearchMemories. With the server's
+        embedder on, messages are embedded shortly after they are appended (the
+        lag bound is in docs/operators.md); until then they are found by text.
+        Returns INVALID_ARGUMENT without query_text or query_embedding, for a
+        malformed embedding or filter, or a top_k over 100; FAILED_PRECONDITION
+        for a VECTOR or HYBRID search the server cannot embed for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConversationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -259,6 +277,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.SetMessageFeedback,
                     request_deserializer=memoryd_dot_v1_dot_conversation__pb2.SetMessageFeedbackRequest.FromString,
                     response_serializer=memoryd_dot_v1_dot_conversation__pb2.SetMessageFeedbackResponse.SerializeToString,
+            ),
+            'SearchMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMessages,
+                    request_deserializer=memoryd_dot_v1_dot_conversation__pb2.SearchMessagesRequest.FromString,
+                    response_serializer=memoryd_dot_v1_dot_conversation__pb2.SearchMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +539,33 @@ class ConversationService:
             '/memoryd.v1.ConversationService/SetMessageFeedback',
             memoryd_dot_v1_dot_conversation__pb2.SetMessageFeedbackRequest.SerializeToString,
             memoryd_dot_v1_dot_conversation__pb2.SetMessageFeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memoryd.v1.ConversationService/SearchMessages',
+            memoryd_dot_v1_dot_conversation__pb2.SearchMessagesRequest.SerializeToString,
+            memoryd_dot_v1_dot_conversation__pb2.SearchMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

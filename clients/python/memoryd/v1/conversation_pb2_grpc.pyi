@@ -113,6 +113,15 @@ class ConversationServiceStub:
     Returns NOT_FOUND if the message is not in the conversation,
     INVALID_ARGUMENT for an unspecified or unknown rating.
     """
+    SearchMessages: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.SearchMessagesRequest, _conversation_pb2.SearchMessagesResponse]
+    """Finds messages across the caller's conversations by meaning, by words, or
+    both, with the same modes and fusion as SearchMemories. With the server's
+    embedder on, messages are embedded shortly after they are appended (the
+    lag bound is in docs/operators.md); until then they are found by text.
+    Returns INVALID_ARGUMENT without query_text or query_embedding, for a
+    malformed embedding or filter, or a top_k over 100; FAILED_PRECONDITION
+    for a VECTOR or HYBRID search the server cannot embed for.
+    """
 
 @_typing.type_check_only
 class ConversationServiceAsyncStub(ConversationServiceStub):
@@ -198,6 +207,15 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
 
     Returns NOT_FOUND if the message is not in the conversation,
     INVALID_ARGUMENT for an unspecified or unknown rating.
+    """
+    SearchMessages: _aio.UnaryUnaryMultiCallable[_conversation_pb2.SearchMessagesRequest, _conversation_pb2.SearchMessagesResponse]  # type: ignore[assignment]
+    """Finds messages across the caller's conversations by meaning, by words, or
+    both, with the same modes and fusion as SearchMemories. With the server's
+    embedder on, messages are embedded shortly after they are appended (the
+    lag bound is in docs/operators.md); until then they are found by text.
+    Returns INVALID_ARGUMENT without query_text or query_embedding, for a
+    malformed embedding or filter, or a top_k over 100; FAILED_PRECONDITION
+    for a VECTOR or HYBRID search the server cannot embed for.
     """
 
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -335,6 +353,21 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Returns NOT_FOUND if the message is not in the conversation,
         INVALID_ARGUMENT for an unspecified or unknown rating.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchMessages(
+        self,
+        request: _conversation_pb2.SearchMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversation_pb2.SearchMessagesResponse, _abc.Awaitable[_conversation_pb2.SearchMessagesResponse]]:
+        """Finds messages across the caller's conversations by meaning, by words, or
+        both, with the same modes and fusion as SearchMemories. With the server's
+        embedder on, messages are embedded shortly after they are appended (the
+        lag bound is in docs/operators.md); until then they are found by text.
+        Returns INVALID_ARGUMENT without query_text or query_embedding, for a
+        malformed embedding or filter, or a top_k over 100; FAILED_PRECONDITION
+        for a VECTOR or HYBRID search the server cannot embed for.
         """
 
 def add_ConversationServiceServicer_to_server(servicer: ConversationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from memoryd.v1 import search_pb2 as _search_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -272,6 +273,7 @@ class Memory(_message.Message):
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. A UUIDv7 assigned by the server."""
     key: _builtins.str
@@ -285,7 +287,14 @@ class Memory(_message.Message):
     subject: _builtins.str
     """What or whom the memory is about. Up to 1024 characters."""
     embedding_model: _builtins.str
-    """The model that made the embedding. Up to 256 characters."""
+    """The model whose vector space the embedding is in. A search compares only
+    vectors of one model. Empty on create: the tenant's serving model (the
+    server's MEMORYD_EMBEDDING_MODEL unless memoryd reembed moved the tenant).
+    A caller's embedding must have that model's dimension; a name the server
+    has not registered is INVALID_ARGUMENT. When the server has an embedder
+    and a memory comes without an embedding, the server embeds its subject and
+    content and sets this. Up to 256 characters.
+    """
     importance: _builtins.int
     """1 (trivial) to 10 (vital); 5 when unset on create."""
     confidence: _builtins.float
@@ -360,6 +369,13 @@ class Memory(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only. When it last changed."""
 
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the thing it records happened (for example the conversation turn it
+        came from); defaults to create_time. Recency is measured from it, and
+        MemoryFilter's occur_time range selects by it.
+        """
+
     def __init__(
         self,
         *,
@@ -390,10 +406,11 @@ class Memory(_message.Message):
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "confidence", b"confidence", "create_time", b"create_time", "expire_time", b"expire_time", "last_access_time", b"last_access_time", "metadata", b"metadata", "source", b"source", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "confidence", b"confidence", "create_time", b"create_time", "expire_time", b"expire_time", "last_access_time", b"last_access_time", "metadata", b"metadata", "occur_time", b"occur_time", "source", b"source", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "access_count", b"access_count", "agent_id", b"agent_id", "confidence", b"confidence", "content", b"content", "contradicts", b"contradicts", "create_time", b"create_time", "embedding", b"embedding", "embedding_model", b"embedding_model", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "key", b"key", "last_access_time", b"last_access_time", "memory_type", b"memory_type", "metadata", b"metadata", "namespace", b"namespace", "pinned", b"pinned", "related_to", b"related_to", "source", b"source", "status", b"status", "subject", b"subject", "superseded_by", b"superseded_by", "tags", b"tags", "tier", b"tier", "update_time", b"update_time", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "access_count", b"access_count", "agent_id", b"agent_id", "confidence", b"confidence", "content", b"content", "contradicts", b"contradicts", "create_time", b"create_time", "embedding", b"embedding", "embedding_model", b"embedding_model", "expire_time", b"expire_time", "id", b"id", "importance", b"importance", "key", b"key", "last_access_time", b"last_access_time", "memory_type", b"memory_type", "metadata", b"metadata", "namespace", b"namespace", "occur_time", b"occur_time", "pinned", b"pinned", "related_to", b"related_to", "source", b"source", "status", b"status", "subject", b"subject", "superseded_by", b"superseded_by", "tags", b"tags", "tier", b"tier", "update_time", b"update_time", "user_id", b"user_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__confidence: _TypeAlias = _typing.Literal["confidence"]  # noqa: Y015
     _WhichOneofArgType__confidence: _TypeAlias = _typing.Literal["_confidence", b"_confidence"]  # noqa: Y015
@@ -419,6 +436,8 @@ class MemoryFilter(_message.Message):
     CREATE_TIME_START_FIELD_NUMBER: _builtins.int
     CREATE_TIME_END_FIELD_NUMBER: _builtins.int
     INCLUDE_EXPIRED_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_START_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_END_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     """Only this user's memories."""
     agent_id: _builtins.str
@@ -461,6 +480,14 @@ class MemoryFilter(_message.Message):
     def create_time_end(self) -> _timestamp_pb2.Timestamp:
         """Only memories created before this time."""
 
+    @_builtins.property
+    def occur_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only memories whose occur_time is at or after this."""
+
+    @_builtins.property
+    def occur_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only memories whose occur_time is before this."""
+
     def __init__(
         self,
         *,
@@ -476,10 +503,12 @@ class MemoryFilter(_message.Message):
         create_time_start: _timestamp_pb2.Timestamp | None = ...,
         create_time_end: _timestamp_pb2.Timestamp | None = ...,
         include_expired: _builtins.bool = ...,
+        occur_time_start: _timestamp_pb2.Timestamp | None = ...,
+        occur_time_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "metadata", b"metadata", "occur_time_end", b"occur_time_end", "occur_time_start", b"occur_time_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "include_expired", b"include_expired", "memory_types", b"memory_types", "metadata", b"metadata", "namespace_prefix", b"namespace_prefix", "statuses", b"statuses", "tags_all", b"tags_all", "tags_any", b"tags_any", "tiers", b"tiers", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "include_expired", b"include_expired", "memory_types", b"memory_types", "metadata", b"metadata", "namespace_prefix", b"namespace_prefix", "occur_time_end", b"occur_time_end", "occur_time_start", b"occur_time_start", "statuses", b"statuses", "tags_all", b"tags_all", "tags_any", b"tags_any", "tiers", b"tiers", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -918,8 +947,11 @@ Global___ListMemoriesResponse: _TypeAlias = ListMemoriesResponse  # noqa: Y015
 @_typing.final
 class RankingWeights(_message.Message):
     """Weights of the parts of a search score. Each part is in [0, 1]; the score
-    is their weighted mean. All zero means: similarity alone for an embedding
-    query, text alone for a text query, 0.7 similarity + 0.3 text for hybrid.
+    is their weighted mean. All zero means: similarity alone for a vector
+    search, text alone for a text search, and for hybrid 1 and 1 with
+    FUSION_RRF, 0.7 similarity + 0.3 text with FUSION_WEIGHTED. With FUSION_RRF
+    the similarity and text weights weigh the two rankings, and the fused rank
+    score stands in for both parts in the mean.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -934,7 +966,9 @@ class RankingWeights(_message.Message):
     text: _builtins.float
     """Weight of the full-text match of query_text."""
     recency: _builtins.float
-    """Weight of recency: 1 for a memory updated now, 0.5 one half-life ago."""
+    """Weight of recency: 1 for a memory that occurred now (occur_time), 0.5
+    for one that occurred a half-life ago.
+    """
     importance: _builtins.float
     """Weight of importance / 10."""
     @_builtins.property
@@ -970,12 +1004,32 @@ class SearchMemoriesRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     MIN_SCORE_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    TEXT_MATCH_FIELD_NUMBER: _builtins.int
+    FUSION_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
     query_text: _builtins.str
-    """The query's words (PostgreSQL full-text search, web search syntax)."""
+    """The query in plain words: matched as text (see text_match) and, when the
+    server has an embedder and no query_embedding is given, embedded for the
+    vector part. Up to 4,096 characters.
+    """
     top_k: _builtins.int
     """How many results (default 10, maximum 100)."""
     min_score: _builtins.float
     """Leave out results whose score is below this."""
+    mode: _search_pb2.SearchMode.ValueType
+    """Vector, text or hybrid (default: hybrid when possible, see SearchMode).
+    VECTOR or HYBRID without query_embedding need the server's embedder:
+    FAILED_PRECONDITION without one.
+    """
+    text_match: _search_pb2.TextMatch.ValueType
+    """How query_text matches (default: natural language, any meaningful word)."""
+    fusion: _search_pb2.Fusion.ValueType
+    """How hybrid rankings combine (default: reciprocal-rank fusion)."""
+    embedding_model: _builtins.str
+    """The model of query_embedding (default: the tenant's serving model). Only
+    memories embedded by the same model are compared with it.
+    """
     @_builtins.property
     def filter(self) -> Global___MemoryFilter:
         """Which memories to consider."""
@@ -997,10 +1051,14 @@ class SearchMemoriesRequest(_message.Message):
         top_k: _builtins.int = ...,
         min_score: _builtins.float = ...,
         weights: Global___RankingWeights | None = ...,
+        mode: _search_pb2.SearchMode.ValueType = ...,
+        text_match: _search_pb2.TextMatch.ValueType = ...,
+        fusion: _search_pb2.Fusion.ValueType = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "min_score", b"min_score", "query_embedding", b"query_embedding", "query_text", b"query_text", "top_k", b"top_k", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_model", b"embedding_model", "filter", b"filter", "fusion", b"fusion", "min_score", b"min_score", "mode", b"mode", "query_embedding", b"query_embedding", "query_text", b"query_text", "text_match", b"text_match", "top_k", b"top_k", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1018,8 +1076,11 @@ class SearchResult(_message.Message):
     TEXT_SCORE_FIELD_NUMBER: _builtins.int
     RECENCY_SCORE_FIELD_NUMBER: _builtins.int
     IMPORTANCE_SCORE_FIELD_NUMBER: _builtins.int
+    FUSION_SCORE_FIELD_NUMBER: _builtins.int
+    VECTOR_RANK_FIELD_NUMBER: _builtins.int
+    TEXT_RANK_FIELD_NUMBER: _builtins.int
     score: _builtins.float
-    """The final score: the weighted mean of the parts below."""
+    """The final score: the weighted mean of the parts below (see RankingWeights)."""
     similarity_score: _builtins.float
     """Cosine similarity mapped to [0, 1] ((1 + cos) / 2); 0 without an embedding query."""
     text_score: _builtins.float
@@ -1028,6 +1089,18 @@ class SearchResult(_message.Message):
     """Recency in (0, 1]."""
     importance_score: _builtins.float
     """Importance / 10."""
+    fusion_score: _builtins.float
+    """Hybrid with FUSION_RRF: the fused rank score in (0, 1] (1 when first in
+    both rankings); 0 otherwise.
+    """
+    vector_rank: _builtins.int
+    """Its place in the vector ranking (1 = nearest); 0 if the vector search did
+    not find it.
+    """
+    text_rank: _builtins.int
+    """Its place in the text ranking (1 = best match); 0 if the text search did
+    not find it.
+    """
     @_builtins.property
     def memory(self) -> Global___Memory:
         """The memory (its embedding left out, to keep responses small)."""
@@ -1041,10 +1114,13 @@ class SearchResult(_message.Message):
         text_score: _builtins.float = ...,
         recency_score: _builtins.float = ...,
         importance_score: _builtins.float = ...,
+        fusion_score: _builtins.float = ...,
+        vector_rank: _builtins.int = ...,
+        text_rank: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["memory", b"memory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["importance_score", b"importance_score", "memory", b"memory", "recency_score", b"recency_score", "score", b"score", "similarity_score", b"similarity_score", "text_score", b"text_score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fusion_score", b"fusion_score", "importance_score", b"importance_score", "memory", b"memory", "recency_score", b"recency_score", "score", b"score", "similarity_score", b"similarity_score", "text_rank", b"text_rank", "text_score", b"text_score", "vector_rank", b"vector_rank"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1057,18 +1133,28 @@ class SearchMemoriesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    EMBEDDING_MODEL_FIELD_NUMBER: _builtins.int
+    mode: _search_pb2.SearchMode.ValueType
+    """The mode the search ran in (never UNSPECIFIED)."""
+    embedding_model: _builtins.str
+    """The model whose vectors were compared (empty for a text search)."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchResult]:
-        """Best first."""
+        """Best first. Equal scores are ordered by occur_time (newest first), then
+        content, then id, so the same data gives the same order.
+        """
 
     def __init__(
         self,
         *,
         results: _abc.Iterable[Global___SearchResult] | None = ...,
+        mode: _search_pb2.SearchMode.ValueType = ...,
+        embedding_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_model", b"embedding_model", "mode", b"mode", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,136 @@
+"""SearchMessages: vector, full-text and hybrid search over a tenant's messages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server import ranking
+from memoryd_server.conversations.models import Message
+from memoryd_server.database import transaction
+from memoryd_server.memories.search import Query, search_settings
+
+_FIELDS = tuple(f.name for f in fields(Message))
+_COLUMNS = sql.SQL(", ").join(sql.Identifier("m", name) for name in _FIELDS)
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """Which messages a search considers; empty values match everything."""
+
+    conversation_ids: list[str] = field(default_factory=list)
+    user_id: str = ""
+    app_name: str = ""
+    agent_id: str = ""
+    roles: list[str] = field(default_factory=list)
+    create_time_start: dt.datetime | None = None
+    create_time_end: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScoredMessage:
+    """A result: the message, its score and the parts it came from."""
+
+    message: Message
+    score: ranking.Score
+    vector_rank: int
+    text_rank: int
+
+
+def _condition(tenant_id: str, f: MessageFilter, params: dict[str, Any]) -> sql.Composable:
+    params["tenant"] = tenant_id
+    parts = ["m.tenant_id = %(tenant)s"]
+    optional = {
+        "m.conversation_id = ANY(%(conversations)s)": ("conversations", f.conversation_ids),
+        "c.user_id = %(user_id)s": ("user_id", f.user_id),
+        "c.app_name = %(app_name)s": ("app_name", f.app_name),
+        "c.agent_id = %(agent_id)s": ("agent_id", f.agent_id),
+        "m.role = ANY(%(roles)s)": ("roles", f.roles),
+        "m.create_time >= %(start)s": ("start", f.create_time_start),
+        "m.create_time < %(end)s": ("end", f.create_time_end),
+    }
+    for condition, (name, value) in optional.items():
+        if value:
+            parts.append(condition)
+            params[name] = value
+    return sql.SQL(" AND ".join(parts))  # type: ignore[arg-type,unused-ignore]
+
+
+async def search_messages(
+    pool: AsyncConnectionPool, *, tenant_id: str, filter: MessageFilter, query: Query, top_k: int
+) -> list[ScoredMessage]:
+    """The ``top_k`` best messages for ``query`` among those ``filter`` admits."""
+    weights = ranking.Weights().resolved(query.mode, query.fusion)
+    depth = max(2 * top_k, 20) if query.mode != "hybrid" else min(max(4 * top_k, 40), 400)
+    params: dict[str, Any] = {"q": query.vector, "text": query.text, "k": depth}
+    where = _condition(tenant_id, filter, params)
+    text_rank: sql.Composable = sql.SQL("0::float4")
+    if query.text:
+        text_rank = ranking.text_rank(query.text_match, sql.Identifier("m", "search_text"))
+    distance: sql.Composable = sql.SQL("NULL::float8")
+    settings = None
+    space = query.space
+    if space is not None and query.vector is not None:
+        dim = sql.Literal(space.dimension)
+        distance = sql.SQL("(m.embedding::vector({0}) <=> %(q)s::vector({0}))").format(dim)
+        settings = search_settings(depth)  # fmt: skip
+    select = sql.SQL(
+        "SELECT {}, {} AS distance, {} AS text_rank, now() AS query_time FROM messages m"
+        " JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id"
+        " WHERE {}"
+    ).format(_COLUMNS, distance, text_rank, where)
+    by_vector: list[dict[str, Any]] = []
+    by_text: list[dict[str, Any]] = []
+    vector_condition = sql.SQL("m.embedding_model = {} AND m.embedding IS NOT NULL")
+    async with (
+        transaction(pool, tenant_id, settings) as conn,
+        conn.cursor(row_factory=dict_row) as cur,
+    ):
+        if query.mode != "text" and space is not None:
+            condition = vector_condition.format(sql.Literal(space.name))
+            await cur.execute(
+                sql.SQL("{} AND {} ORDER BY {} LIMIT %(k)s").format(select, condition, distance),
+                params,
+            )
+            by_vector = await cur.fetchall()
+            if len(by_vector) < depth:  # as in memories/search.py: exact for small sets
+                await cur.execute(
+                    sql.SQL("{} AND {} ORDER BY {} + 0 LIMIT %(k)s").format(
+                        select, condition, distance
+                    ),
+                    params,
+                )
+                by_vector = await cur.fetchall()
+            by_vector.sort(key=lambda r: (r["distance"], r["id"]))
+        if query.mode != "vector":
+            text_query = sql.SQL(
+                "{} AND m.search_text @@ {} ORDER BY text_rank DESC, m.create_time DESC, m.id"
+                " LIMIT %(k)s"
+            ).format(select, ranking.tsquery(query.text_match))
+            await cur.execute(text_query, params)
+            by_text = await cur.fetchall()
+    rows = {r["id"]: r for r in by_text} | {r["id"]: r for r in by_vector}
+    if not rows:
+        return []
+    vector_ranks = ranking.ranks([r["id"] for r in by_vector])
+    text_ranks = ranking.ranks([r["id"] for r in by_text])
+    now: dt.datetime = next(iter(rows.values()))["query_time"]
+    best_text = max(float(r["text_rank"] or 0.0) for r in rows.values())
+    scored = []
+    for message_id, row in rows.items():
+        message = Message(**{name: row[name] for name in _FIELDS})
+        signals = ranking.Signals(
+            distance=row["distance"], text=float(row["text_rank"] or 0.0),
+            vector_rank=vector_ranks.get(message_id, 0), text_rank=text_ranks.get(message_id, 0),
+            occur_time=message.create_time,
+        )  # fmt: skip
+        result = ranking.score(signals, weights, query.fusion, query.mode, now, best_text=best_text)
+        scored.append(ScoredMessage(message, result, signals.vector_rank, signals.text_rank))
+    scored.sort(key=lambda s: (-s.score.score, -s.message.create_time.timestamp(),
+                               str(s.message.id)))  # fmt: skip
+    return scored[:top_k]

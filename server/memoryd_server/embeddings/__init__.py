@@ -1,0 +1,1 @@
+"""Server-side embeddings: the embedders, their micro-batcher and the model registry."""
