@@ -31,7 +31,11 @@ from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.config import Settings
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
-from memoryd_server.interceptors import AccessLogInterceptor, ErrorInterceptor
+from memoryd_server.interceptors import (
+    AccessLogInterceptor,
+    DeadlineInterceptor,
+    ErrorInterceptor,
+)
 from memoryd_server.memories import upkeep
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.servicer import MemoryServicer
@@ -155,6 +159,7 @@ class Memoryd:
             interceptors=[
                 tracing,
                 AccessLogInterceptor(),
+                DeadlineInterceptor(),
                 AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
                 ErrorInterceptor(),
             ],

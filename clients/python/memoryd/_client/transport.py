@@ -12,7 +12,12 @@ from typing import Any, TypeVar, cast
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
-from memoryd._client.errors import DeadlineExceeded, ResourceExhausted, from_grpc_error
+from memoryd._client.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    ResourceExhausted,
+    from_grpc_error,
+)
 from memoryd._client.retry import RetryPolicy
 
 R = TypeVar("R", bound=ProtoMessage)
@@ -79,6 +84,13 @@ class _Transport:
     ) -> float:
         """How long to wait before the next attempt, or the typed error to raise."""
         error = from_grpc_error(exc)
+        if isinstance(error, Cancelled):
+            # This client never cancels a call, and memoryd answers CANCELLED
+            # only past a shutdown's grace: it is gRPC's name for a stream reset at
+            # the call's deadline, reported when that reset arrives before
+            # this process's own timer fires (gRPC's clock here runs behind
+            # when busy, by milliseconds). Either way the call ran out of time.
+            error = DeadlineExceeded(f"the call ran out of time ({error.message})")
         # memoryd sends RetryInfo only with a rate-limit refusal, which comes
         # before the handler runs: safe to retry even for a write.
         rate_limited = isinstance(error, ResourceExhausted) and error.retry_delay is not None
