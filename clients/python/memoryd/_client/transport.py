@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -36,6 +36,24 @@ def channel_credentials(tls: bool | grpc.ChannelCredentials) -> grpc.ChannelCred
     if tls is False:
         return None
     return tls
+
+
+# The largest message sent or received: memoryd's MEMORYD_MAX_RECEIVE_BYTES
+# default, so any request the server accepts can be sent, and any answer it
+# gives (a page of large messages, a big conversation) is received, instead of
+# gRPC's 4 MiB default refusing it after the server did the work.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def channel_limits(options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``options`` with the message size limits added, unless the caller set them."""
+    given = {name for name, _ in options}
+    limits = [
+        (name, MAX_MESSAGE_BYTES)
+        for name in ("grpc.max_receive_message_length", "grpc.max_send_message_length")
+        if name not in given
+    ]
+    return [*options, *limits]
 
 
 def _serialize(message: ProtoMessage) -> bytes:
