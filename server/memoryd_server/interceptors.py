@@ -12,11 +12,13 @@ import grpc
 import grpc.aio
 import structlog
 
+from memoryd_server.database import redact
 from memoryd_server.errors import (
     STATUS_DETAILS_KEY,
     DeadlineExceeded,
     InvalidArgument,
     MemorydError,
+    Unavailable,
     to_status,
 )
 
@@ -121,6 +123,21 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         return rewrap(handler, wrap)
 
 
+def log_unavailable(exc: Exception, method: str) -> None:
+    """Log why a call is answered UNAVAILABLE: the client is told only to retry."""
+    if not isinstance(exc, Unavailable):
+        return
+    cause = exc.__cause__
+    text = str(cause).strip() if cause is not None else ""
+    log.warning(
+        "unavailable",
+        rpc=method,
+        cause=type(cause).__name__ if cause is not None else None,
+        sqlstate=getattr(cause, "sqlstate", None),
+        detail=redact(text.splitlines()[0])[:300] if text else None,
+    )
+
+
 def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
     remaining = context.time_remaining()
     return remaining is not None and remaining <= 0
@@ -219,6 +236,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                         raise
                     if not isinstance(exc, MemorydError):
                         log.exception("unhandled_error", rpc=method)
+                    log_unavailable(exc, method)
                     code, message, details = to_status(exc)
                     await context.abort(
                         code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),)

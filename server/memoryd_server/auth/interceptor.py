@@ -20,7 +20,7 @@ from memoryd_server.errors import (
     Unauthenticated,
     to_status,
 )
-from memoryd_server.interceptors import Behavior, Continuation, rewrap
+from memoryd_server.interceptors import Behavior, Continuation, log_unavailable, rewrap
 from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
 
 log = structlog.get_logger("memoryd.auth")
@@ -78,6 +78,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     if not isinstance(exc, MemorydError):  # a bug: INTERNAL, never a pass
                         log.exception("auth_error", rpc=method)
+                    log_unavailable(exc, method)
                     code, message, details = to_status(exc)
                     await context.abort(
                         code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),)
