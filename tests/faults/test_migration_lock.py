@@ -54,6 +54,8 @@ def test_a_killed_migrators_leftovers_do_not_block_replicas(empty_database: str)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
     # The lock went with its holder's connection; the stale row is ignored.
     started = time.monotonic()
     result = _memoryd(url, "migrate")
