@@ -23,10 +23,12 @@ def test_seqs_are_returned_in_order(grpc_stub, uid):
     """A batch gets consecutive seqs in request order; the next batch continues them."""
     conv = _new(grpc_stub, uid)
     first = grpc_stub.AppendMessages(
-        pb.AppendMessagesRequest(conversation_id=conv, messages=[_user("a"), _user("b")])
+        pb.AppendMessagesRequest(
+            conversation_id=conv, messages=[_user("a"), _user("b")], return_messages=True
+        )
     )
     second = grpc_stub.AppendMessages(
-        pb.AppendMessagesRequest(conversation_id=conv, messages=[_user("c")])
+        pb.AppendMessagesRequest(conversation_id=conv, messages=[_user("c")], return_messages=True)
     )
     assert [(m.seq, m.content) for m in first.messages] == [(1, "a"), (2, "b")]
     assert [(m.seq, m.content) for m in second.messages] == [(3, "c")]
@@ -43,7 +45,10 @@ def test_twenty_concurrent_appenders_get_gapless_unique_seqs(grpc_stub, db, uid)
         for r in range(rounds):
             batch = [_user(f"{w}:{r}:{i}") for i in range(per_batch)]
             response = grpc_stub.AppendMessages(
-                pb.AppendMessagesRequest(conversation_id=conv, messages=batch), timeout=30
+                pb.AppendMessagesRequest(
+                    conversation_id=conv, messages=batch, return_messages=True
+                ),
+                timeout=30,
             )
             seqs = [m.seq for m in response.messages]
             assert seqs == list(range(seqs[0], seqs[0] + per_batch))  # a batch stays contiguous

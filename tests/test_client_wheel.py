@@ -12,10 +12,12 @@ import re
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from memoryd_server.config import Settings
 from tests.conftest import REPO, ServerThread
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -122,13 +124,22 @@ def _readme_example() -> str:
     return block.group(1)
 
 
+@pytest.fixture(scope="module")
+def dev_server(test_settings: Settings, memoryd_server: ServerThread) -> Iterator[ServerThread]:
+    """A server as ``./dev serve`` runs it: the local embedder, auth off."""
+    del memoryd_server  # migrated the database
+    server = ServerThread(test_settings.replace(embedder="local"))
+    yield server
+    server.stop()
+
+
 def test_readme_example_runs_from_the_wheel(
-    fresh_python: Path, memoryd_server: ServerThread, tmp_path: Path
+    fresh_python: Path, dev_server: ServerThread, tmp_path: Path
 ) -> None:
     example = _readme_example()
     assert example.count("localhost:50051") == 1, example
     script = tmp_path / "example.py"
-    script.write_text(example.replace("localhost:50051", memoryd_server.addr))
+    script.write_text(example.replace("localhost:50051", dev_server.addr))
     done = _run([fresh_python, script], cwd=tmp_path, timeout=120)
     lines = done.stdout.splitlines()
     # The context window, then the search hits (score, content).

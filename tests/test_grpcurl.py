@@ -123,6 +123,7 @@ def test_create_append_and_read_context_window(grpcurl: Grpcurl, uid: str) -> No
                 {"role": "MESSAGE_ROLE_USER", "content": "hello", "token_count": 3},
                 {"role": "MESSAGE_ROLE_ASSISTANT", "content": "hi there", "token_count": 5},
             ],
+            "return_messages": True,
         },
     )
     assert [m["seq"] for m in appended["messages"]] == ["1", "2", "3"]

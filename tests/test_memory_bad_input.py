@@ -341,11 +341,13 @@ def test_malformed_namespaces_are_invalid(stub, db, uid, case):
 
 
 def test_longest_namespace_is_fine(stub, uid):
-    """16 segments of 128 characters (multi-byte ones too) are accepted."""
-    namespace = ns(uid, *(["\u00e9" * 128] * 14))
+    """16 segments of 128 characters are accepted; multi-byte ones up to 2,400 bytes in all."""
+    namespace = ns(uid, *(["e" * 128] * 14))
     assert len(namespace) == 16
     memory = create(stub, pb.Memory(namespace=namespace, content="deep"))
     assert list(memory.namespace) == namespace
+    wide = ns(uid, *(["\u00e9" * 70] * 14))
+    assert list(create(stub, pb.Memory(namespace=wide, content="deep")).namespace) == wide
 
 
 def test_too_many_or_empty_tags_are_invalid(stub, db, uid):

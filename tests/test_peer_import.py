@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,8 @@ def test_langgraph_import(client: memoryd.Client, uid: str) -> None:
             "updated_at": "2025-03-14T09:26:53.589793+00:00",
         },
     }
+    # The peer's creation time is when the memory occurred.
+    assert langmem.occur_time == datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
     coffee = memories["coffee"]
     assert coffee.namespace == ("lg", uid, "memories", "user-123", "preferences")
     assert coffee.content == "Drinks oat-milk flat whites, never before 10am."
@@ -117,6 +120,7 @@ def test_mem0_import(client: memoryd.Client, uid: str) -> None:
         "actor_id": "alice",
         "role": "user",
     }
+    assert veg.occur_time == datetime.fromisoformat("2025-01-12T18:36:07.612143-08:00")
     agent = memories["c0a5e1f2-93b8-4d6e-a7c1-8f4b2e9d0a73"]
     assert agent.namespace == ("m0", uid, "mem0", "travel-agent")
     assert (agent.user_id, agent.agent_id) == ("", "travel-agent")

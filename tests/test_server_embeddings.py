@@ -8,6 +8,8 @@ tenant. Nothing here sends a vector unless the test is about callers' vectors.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +26,7 @@ from memoryd.v1 import search_pb2 as spb
 from memoryd_server.config import Settings
 from tests.conftest import ADMIN_SECRET, ServerThread, TenantKeys, assert_status, create_tenant_keys
 from tests.embedding_servers import DIM, EXTERNAL_MODEL, LOCAL_MODEL, register_external_model
+from tests.test_grpcurl import _grpcurl_binary
 
 NOTES = [
     "Ada adopted a golden retriever puppy named Biscuit",
@@ -350,3 +353,26 @@ def test_tenants_never_see_each_others_memories(
     for mode in (spb.SEARCH_MODE_VECTOR, spb.SEARCH_MODE_TEXT, spb.SEARCH_MODE_HYBRID):
         assert list(theirs.search(query_text="golden retriever", mode=mode).results) == []
         assert len(mine.search(query_text="golden retriever", mode=mode).results) == 1
+
+
+def test_grpcurl_text_in_memories_out(embed_server: ServerThread, keys: TenantKeys) -> None:
+    """The operator path with no vector anywhere: store text, ask a question, get it back."""
+    binary = _grpcurl_binary()
+    header = f"authorization: Bearer {keys.member}"
+
+    def call(method: str, body: dict[str, Any]) -> dict[str, Any]:
+        result = subprocess.run(
+            [binary, "-plaintext", "-H", header, "-d", json.dumps(body), embed_server.addr,
+             f"memoryd.v1.MemoryService/{method}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        response: dict[str, Any] = json.loads(result.stdout)
+        return response
+
+    for note in NOTES:
+        call("CreateMemory", {"memory": {"namespace": ["ops"], "content": note}})
+    found = call("SearchMemories", {"query_text": "which pet did Ada adopt?", "topK": 1})
+    assert found["mode"] == "SEARCH_MODE_HYBRID"
+    assert found["results"][0]["memory"]["content"] == NOTES[0]
+    assert "embedding" not in found["results"][0]["memory"]

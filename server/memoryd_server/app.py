@@ -37,12 +37,17 @@ from memoryd_server.embeddings.base import Embedder
 from memoryd_server.embeddings.registry import ModelRegistry, ModelSpace, ensure_model
 from memoryd_server.embeddings.service import Embeddings, create_embedder, provider_of
 from memoryd_server.errors import MemorydError
-from memoryd_server.interceptors import AccessLogInterceptor, ErrorInterceptor
+from memoryd_server.interceptors import (
+    AccessLogInterceptor,
+    DeadlineInterceptor,
+    ErrorInterceptor,
+)
 from memoryd_server.memories import upkeep
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.servicer import MemoryServicer
 from memoryd_server.pagination import PageTokens
 from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
+from memoryd_server.shutdown import Drain
 from memoryd_server.telemetry import configure_tracing
 
 log = structlog.get_logger("memoryd")
@@ -83,6 +88,8 @@ class Memoryd:
         self.keys: KeyVerifier | None = None
         # This replica's request rate per tenant (used when MEMORYD_AUTH is on).
         self.limiter = RateLimiter(settings)
+        # Running calls, and the refusal of new ones once stopping.
+        self._drain = Drain()
 
     async def start(self) -> int:
         """Start the database, migrate, open the pool and listen; returns the port."""
@@ -191,6 +198,8 @@ class Memoryd:
             interceptors=[
                 tracing,
                 AccessLogInterceptor(),
+                self._drain,
+                DeadlineInterceptor(),
                 AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
                 ErrorInterceptor(),
             ],
@@ -303,9 +312,15 @@ class Memoryd:
         """Stop accepting, finish in-flight calls within ``grace``, then release everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         log.info("stopping", grace_seconds=grace)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + grace
+        self._drain.start()
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
-            await self._server.stop(grace)
+            # Drain before gRPC stops: its stop kills calls not yet handed to a handler.
+            finished = await self._drain.wait_idle(grace)
+            log.info("drained", finished=finished, running=self._drain.running)
+            await self._server.stop(max(until - loop.time(), 0.0))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

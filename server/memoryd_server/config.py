@@ -79,7 +79,8 @@ class Settings:
     # How long a verified key is trusted without asking the database again: the
     # bound on how late a revocation or a disabled tenant takes effect on other replicas.
     auth_cache_seconds: float = 10.0
-    # Lookups of unknown keys one client address may cause per second (0: no limit).
+    # Unknown-key lookups one client address may cause per second before its further
+    # lookups run one at a time (0: no limit).
     auth_failures_per_second: float = 10.0
     # Per-tenant defaults; a tenant's own quotas (AdminService) override them. 0: unlimited.
     quota_requests_per_second: float = 100.0

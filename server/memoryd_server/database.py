@@ -22,6 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from memoryd_server.config import Settings
 from memoryd_server.errors import map_pg_errors
+from memoryd_server.migration_lock import WAIT_SECONDS as MIGRATION_LOCK_WAIT
+from memoryd_server.migration_lock import LockTimeout, migration_lock
 
 log = structlog.get_logger(__name__)
 
@@ -170,11 +172,47 @@ def _migration_backend(url: str, *, embedding_dim: int | None = None) -> Iterato
             backend.connection.close()
 
 
-def apply_migrations(url: str, *, embedding_dim: int) -> list[str]:
-    """Apply pending migrations under yoyo's lock; returns the ids applied."""
-    with _migration_backend(url, embedding_dim=embedding_dim) as backend, backend.lock():
+@contextmanager
+def _locked(url: str, backend: Any, wait: float) -> Iterator[None]:
+    """Hold memoryd's migration lock, and keep yoyo off its lock table meanwhile.
+
+    yoyo skips its own lock (a row that outlives a killed holder) when it
+    believes it holds it already.
+    """
+    try:
+        with migration_lock(url, wait=wait):
+            backend._is_locked = True  # noqa: SLF001 - yoyo's only switch for its lock
+            try:
+                yield
+            finally:
+                backend._is_locked = False  # noqa: SLF001
+    except LockTimeout as exc:
+        raise StartupError(str(exc)) from None
+
+
+@contextmanager
+def _migration_step(migration_id: str) -> Iterator[None]:
+    """A failing migration as one line naming it, for the log and the command line."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise StartupError(f"migration {migration_id} failed: {redact(first)}") from None
+
+
+def apply_migrations(
+    url: str, *, embedding_dim: int, lock_wait: float = MIGRATION_LOCK_WAIT
+) -> list[str]:
+    """Apply pending migrations under the migration lock; returns the ids applied."""
+    with (
+        _migration_backend(url, embedding_dim=embedding_dim) as backend,
+        _locked(url, backend, lock_wait),
+    ):
         pending = backend.to_apply(_read_migrations())
-        backend.apply_migrations(pending)
+        for migration in pending:
+            with _migration_step(migration.id):
+                backend.apply_one(migration)
         return [m.id for m in pending]
 
 
@@ -195,9 +233,11 @@ def owner_connection(url: str) -> Iterator[psycopg.Connection[Any]]:
 
 def rollback_migrations(url: str, count: int = 1) -> list[str]:
     """Roll back the last ``count`` applied migrations; returns their ids."""
-    with _migration_backend(url) as backend, backend.lock():
+    with _migration_backend(url) as backend, _locked(url, backend, MIGRATION_LOCK_WAIT):
         targets = backend.to_rollback(_read_migrations())[:count]
-        backend.rollback_migrations(targets)
+        for migration in targets:
+            with _migration_step(migration.id):
+                backend.rollback_one(migration)
         return [m.id for m in targets]
 
 

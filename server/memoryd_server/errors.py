@@ -33,6 +33,8 @@ from google.rpc import error_details_pb2, status_pb2
 
 # The message of every unexpected error: the real one goes to the log only.
 INTERNAL_MESSAGE = "internal error; the server log has the details"
+# What a client is told when the database cannot answer; the cause is logged.
+_UNAVAILABLE = "the database is unavailable; retry later"
 # The trailer that carries a serialized google.rpc.Status.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
@@ -109,33 +111,71 @@ class Unavailable(MemorydError, code=grpc.StatusCode.UNAVAILABLE):
     """The database cannot be reached; the call is safe to retry later."""
 
 
+# SQLSTATEs with their own domain error; the rest go by class (the first two
+# characters) below. By SQLSTATE, not by psycopg's superclasses: "index row
+# size exceeds maximum" and "string is too long for tsvector" (54000) are
+# OperationalErrors, like a lost connection, but retrying them cannot help.
+_BY_SQLSTATE: dict[str, tuple[type[MemorydError], str]] = {
+    "23505": (AlreadyExists, "the resource already exists"),
+    "23503": (FailedPrecondition, "a referenced resource does not exist"),
+    "23514": (InvalidArgument, "value is out of range"),
+    "57014": (DeadlineExceeded, "the database query took too long"),
+    "40001": (Aborted, "a concurrent transaction conflicted; retry"),
+    "40P01": (Aborted, "a concurrent transaction conflicted; retry"),
+}
+_BY_CLASS: dict[str, tuple[type[MemorydError], str]] = {
+    "22": (InvalidArgument, "value is not valid"),  # data exception
+    "23": (InvalidArgument, "value is not allowed"),  # integrity constraint violation
+    "54": (  # program limit exceeded: too large to store or index
+        InvalidArgument,
+        "value is too large for the database to store or index",
+    ),
+    "08": (Unavailable, _UNAVAILABLE),  # connection exception
+    "53": (Unavailable, _UNAVAILABLE),  # insufficient resources (disk, memory, connections)
+    "55": (Unavailable, _UNAVAILABLE),  # object not in prerequisite state (lock_timeout)
+    "57": (Unavailable, _UNAVAILABLE),  # operator intervention (shutdown, recovery)
+    "58": (Unavailable, _UNAVAILABLE),  # system error (I/O)
+}
+
+
 @contextmanager
 def map_pg_errors() -> Iterator[None]:
     """Re-raise database errors as the most specific domain error.
 
     Messages never include SQL text or connection details: the original
-    exception stays attached as ``__cause__`` for the server log.
+    exception stays attached as ``__cause__`` for the server log. Errors of
+    no known SQLSTATE class (42: a bug in our SQL; XX: internal) stay as
+    they are, and the error interceptor logs them and answers INTERNAL.
     """
     try:
         yield
     except MemorydError:
         raise
-    except psycopg.errors.UniqueViolation as exc:
-        raise AlreadyExists("the resource already exists") from exc
-    except psycopg.errors.ForeignKeyViolation as exc:
-        raise FailedPrecondition("a referenced resource does not exist") from exc
-    except psycopg.errors.CheckViolation as exc:
-        raise InvalidArgument(_constraint_field(exc), "value is out of range") from exc
-    except psycopg.errors.QueryCanceled as exc:
-        raise DeadlineExceeded("the database query took too long") from exc
-    except psycopg.errors.SerializationFailure as exc:
-        raise Aborted("a concurrent transaction conflicted; retry") from exc
-    except psycopg.errors.DeadlockDetected as exc:
-        raise Aborted("a concurrent transaction conflicted; retry") from exc
-    except psycopg.DataError as exc:
-        raise InvalidArgument(_constraint_field(exc), "value is not valid") from exc
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-        raise Unavailable("the database is unavailable; retry later") from exc
+    except psycopg_pool.PoolTimeout as exc:
+        raise Unavailable(_UNAVAILABLE) from exc
+    except psycopg.Error as exc:
+        mapped = pg_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+def pg_error(exc: psycopg.Error) -> MemorydError | None:
+    """The domain error for a database error, or None when it is a bug."""
+    state = exc.sqlstate
+    if state is None:  # raised by the driver: no server answer
+        if isinstance(exc, psycopg.OperationalError):  # the connection broke
+            return Unavailable(_UNAVAILABLE)
+        if isinstance(exc, psycopg.DataError):  # e.g. a NUL in a string
+            return InvalidArgument(_constraint_field(exc), "value is not valid")
+        return None
+    known = _BY_SQLSTATE.get(state) or _BY_CLASS.get(state[:2])
+    if known is None:
+        return None
+    cls, message = known
+    if cls is InvalidArgument:
+        return InvalidArgument(_constraint_field(exc), message)
+    return cls(message)
 
 
 def _constraint_field(exc: psycopg.Error) -> str:

@@ -2,7 +2,9 @@
 
 A key is claimed in the transaction of the write it guards, so it exists
 exactly when the write committed; a concurrent call with the same key waits on
-the claim until the first commits, then replays its result.
+the claim until the first commits, then replays its result. A key is unique
+within its scope: the tenant ('') for most methods, the conversation for
+AppendMessages, so each conversation may have its own "turn-1".
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ async def claim_or_replay(
     request_hash: bytes,
     resource_id: str,
     replay: Callable[[str, list[uuid.UUID]], Awaitable[T]],
+    scope: str = "",
 ) -> T | None:
     """Claim ``request_id``, or return ``replay(resource_id, item_ids)`` of its first call.
 
@@ -41,16 +44,17 @@ async def claim_or_replay(
     ALREADY_EXISTS.
     """
     claimed = await conn.execute(
-        "INSERT INTO idempotency_keys (tenant_id, request_id, method, request_hash, resource_id)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (tenant_id, request_id, method, request_hash, resource_id),
+        "INSERT INTO idempotency_keys"
+        " (tenant_id, scope, request_id, method, request_hash, resource_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (tenant_id, scope, request_id, method, request_hash, resource_id),
     )
     if await claimed.fetchone() is not None:
         return None
     cur = await conn.execute(
         "SELECT method, request_hash, resource_id, item_ids FROM idempotency_keys"
-        " WHERE tenant_id = %s AND request_id = %s",
-        (tenant_id, request_id),
+        " WHERE tenant_id = %s AND scope = %s AND request_id = %s",
+        (tenant_id, scope, request_id),
     )
     row = await cur.fetchone()
     if row is None:  # claimed and released by a rollback in between: rare, retryable
@@ -68,12 +72,13 @@ async def record_items(
     request_id: str,
     item_ids: list[uuid.UUID],
     resource_id: str | None = None,
+    scope: str = "",
 ) -> None:
     """Remember what the claimed call created, for its replays."""
     await conn.execute(
         "UPDATE idempotency_keys SET item_ids = %s, resource_id = coalesce(%s, resource_id)"
-        " WHERE tenant_id = %s AND request_id = %s",
-        (item_ids, resource_id, tenant_id, request_id),
+        " WHERE tenant_id = %s AND scope = %s AND request_id = %s",
+        (item_ids, resource_id, tenant_id, scope, request_id),
     )
 
 

@@ -1,7 +1,8 @@
-"""Per-RPC interceptors: the access log, and the error boundary that parses requests."""
+"""Per-RPC interceptors: the access log, deadlines, and the error boundary that parses requests."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,7 +12,15 @@ import grpc
 import grpc.aio
 import structlog
 
-from memoryd_server.errors import STATUS_DETAILS_KEY, InvalidArgument, MemorydError, to_status
+from memoryd_server.database import redact
+from memoryd_server.errors import (
+    STATUS_DETAILS_KEY,
+    DeadlineExceeded,
+    InvalidArgument,
+    MemorydError,
+    Unavailable,
+    to_status,
+)
 
 log = structlog.get_logger("memoryd.rpc")
 
@@ -60,12 +69,16 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
 
-        def finish(context: grpc.aio.ServicerContext[Any, Any], start: float, peer: str) -> None:
-            code = context.code() or grpc.StatusCode.OK
+        def finish(
+            context: grpc.aio.ServicerContext[Any, Any],
+            start: float,
+            peer: str,
+            error: BaseException | None,
+        ) -> None:
             log.info(
                 "rpc",
                 rpc=method,
-                code=code.name if isinstance(code, grpc.StatusCode) else str(code),
+                code=outcome(context, error),
                 duration_ms=round((time.perf_counter() - start) * 1000, 3),
                 peer=peer,
             )
@@ -73,10 +86,14 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         def wrap(behavior: Behavior, streams: bool) -> Behavior:
             async def logged(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 start, peer = time.perf_counter(), context.peer()
+                error: BaseException | None = None
                 try:
                     return await behavior(request, context)
+                except BaseException as exc:
+                    error = exc
+                    raise
                 finally:
-                    finish(context, start, peer)
+                    finish(context, start, peer, error)
 
             async def logged_stream(
                 request: Any,
@@ -87,6 +104,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                 # reflection client going away) may end here after grpc freed
                 # the call, and asking it for its peer then crashed the process.
                 start, peer = time.perf_counter(), context.peer()
+                error: BaseException | None = None
                 try:
                     result = behavior(request, context)
                     if inspect.isasyncgen(result):
@@ -94,10 +112,98 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                             yield item
                     else:
                         await result
+                except BaseException as exc:
+                    error = exc
+                    raise
                 finally:
-                    finish(context, start, peer)
+                    finish(context, start, peer, error)
 
             return logged_stream if streams else logged
+
+        return rewrap(handler, wrap)
+
+
+def log_unavailable(exc: Exception, method: str) -> None:
+    """Log why a call is answered UNAVAILABLE: the client is told only to retry."""
+    if not isinstance(exc, Unavailable):
+        return
+    cause = exc.__cause__
+    text = str(cause).strip() if cause is not None else ""
+    log.warning(
+        "unavailable",
+        rpc=method,
+        cause=type(cause).__name__ if cause is not None else None,
+        sqlstate=getattr(cause, "sqlstate", None),
+        detail=redact(text.splitlines()[0])[:300] if text else None,
+    )
+
+
+def _deadline_passed(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
+def outcome(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> str:
+    """The status the client saw, as a code name, once the handler has ended with ``error``.
+
+    A handler cancelled by gRPC ended because its client went away: the
+    deadline passed (DEADLINE_EXCEEDED) or the client cancelled (CANCELLED),
+    including when ``server.stop`` cancels calls after the grace. An answer
+    produced after the deadline never reached the client either.
+    """
+    if isinstance(error, asyncio.CancelledError):
+        return "DEADLINE_EXCEEDED" if _deadline_passed(context) else "CANCELLED"
+    code = context.code()
+    if code is None:
+        # An exception that nothing turned into a status: grpc answers UNKNOWN.
+        code = grpc.StatusCode.UNKNOWN if error is not None else grpc.StatusCode.OK
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    if name == "OK" and _deadline_passed(context):
+        return "DEADLINE_EXCEEDED"
+    return name
+
+
+# How long before gRPC's own deadline timer a call is ended with DEADLINE_EXCEEDED.
+# At its deadline, gRPC resets the stream (RST_STREAM CANCEL), and a client
+# whose own timer has not fired yet (a busy event loop, a cached clock) reports
+# that as CANCELLED; trailers with DEADLINE_EXCEEDED sent first never are.
+DEADLINE_MARGIN_SECONDS = 0.005
+
+
+class DeadlineInterceptor(grpc.aio.ServerInterceptor):
+    """Ends unary calls with DEADLINE_EXCEEDED just before their deadline.
+
+    A call arriving with less than the margin left is refused before any
+    work; a running one is cancelled (its SQL with it) and answered
+    DEADLINE_EXCEEDED with the usual ``google.rpc`` details.
+    """
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler.unary_unary:
+            return handler
+
+        def wrap(behavior: Behavior, _: bool) -> Behavior:
+            async def bounded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                remaining = context.time_remaining()
+                if remaining is None:
+                    return await behavior(request, context)
+                budget = remaining - DEADLINE_MARGIN_SECONDS
+                if budget > 0:
+                    try:
+                        async with asyncio.timeout(budget):
+                            return await behavior(request, context)
+                    except TimeoutError:
+                        if context.code() is not None:  # the handler answered already
+                            raise
+                code, message, details = to_status(DeadlineExceeded("the call's deadline passed"))
+                return await context.abort(
+                    code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),)
+                )
+
+            return bounded
 
         return rewrap(handler, wrap)
 
@@ -130,6 +236,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                         raise
                     if not isinstance(exc, MemorydError):
                         log.exception("unhandled_error", rpc=method)
+                    log_unavailable(exc, method)
                     code, message, details = to_status(exc)
                     await context.abort(
                         code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),)

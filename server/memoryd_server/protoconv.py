@@ -73,6 +73,15 @@ def to_timedelta(field: str, value: duration_pb2.Duration) -> dt.timedelta:
         raise InvalidArgument(field, "is not a valid duration") from None
 
 
-def request_hash(request: Message) -> bytes:
-    """A digest of a request, so an idempotency key reused for another request is caught."""
+def request_hash(request: Message, *, ignore: tuple[str, ...] = ()) -> bytes:
+    """A digest of a request, so an idempotency key reused for another request is caught.
+
+    Fields in ``ignore`` shape only the answer, so a retry may change them.
+    """
+    if ignore:
+        copy = type(request)()
+        copy.CopyFrom(request)
+        for name in ignore:
+            copy.ClearField(name)
+        request = copy
     return hashlib.sha256(request.SerializeToString(deterministic=True)).digest()

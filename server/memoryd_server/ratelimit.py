@@ -9,9 +9,11 @@ every call of every tenant.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from memoryd_server.auth.verifier import TenantRecord
 from memoryd_server.config import Settings
@@ -101,26 +103,39 @@ class FailedKeyLimiter:
 
     Each distinct wrong key costs a database lookup, so a client sending
     random keys could keep the pool busy. Once an address has used up its
-    failures (``rate`` per second, ``10 * rate`` at once), its keys that are
-    not in the cache are refused without a lookup until the bucket refills.
-    Keys already verified are unaffected, and a gateway presenting many
-    valid keys from one address never fails.
+    failures (``rate`` per second, ``10 * rate`` at once), its lookups of keys
+    this replica has not verified before run one at a time (``turn``) until
+    the bucket refills: a flood from one address holds at most one connection.
+    Nothing is refused: a valid key behind that address (a gateway, a NAT)
+    still gets its lookup, only later, and keys verified before skip the
+    limiter altogether.
     """
 
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = rate
         self._burst = max(1, int(10 * rate))
         self._buckets = RateLimiter(Settings(), clock=clock)
+        # A lock per address whose lookups queue, with how many hold or await it.
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    def check(self, address: str) -> None:
-        """RESOURCE_EXHAUSTED (with RetryInfo) while ``address`` has no failure left."""
-        wait = self._buckets.take(address, rate=self._rate, burst=self._burst, peek=True)
-        if wait > 0:
-            raise ResourceExhausted(
-                "too many unknown API keys from this address; retry in"
-                f" {wait:.3f} s with a valid key",
-                retry_after=wait,
-            )
+    def exhausted(self, address: str) -> bool:
+        """True while ``address`` has no failure left in its bucket."""
+        return self._buckets.take(address, rate=self._rate, burst=self._burst, peek=True) > 0
+
+    @asynccontextmanager
+    async def turn(self, address: str) -> AsyncIterator[None]:
+        """Wait until no other lookup of ``address`` runs, and hold the turn."""
+        lock, users = self._turns.get(address) or (asyncio.Lock(), 0)
+        self._turns[address] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._turns[address]
+            if users == 1:
+                del self._turns[address]
+            else:
+                self._turns[address] = (lock, users - 1)
 
     def failed(self, address: str) -> None:
         """Count a lookup that found no valid key."""

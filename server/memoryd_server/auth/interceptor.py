@@ -20,7 +20,7 @@ from memoryd_server.errors import (
     Unauthenticated,
     to_status,
 )
-from memoryd_server.interceptors import Behavior, Continuation, rewrap
+from memoryd_server.interceptors import Behavior, Continuation, log_unavailable, rewrap
 from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
 
 log = structlog.get_logger("memoryd.auth")
@@ -78,6 +78,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     if not isinstance(exc, MemorydError):  # a bug: INTERNAL, never a pass
                         log.exception("auth_error", rpc=method)
+                    log_unavailable(exc, method)
                     code, message, details = to_status(exc)
                     await context.abort(
                         code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),)
@@ -124,14 +125,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if secret is None:
             raise Unauthenticated(MALFORMED)
         failures = self._failures
-        if failures is None:
+        if failures is None or self._verifier.known(secret) or not failures.exhausted(address):
             verified = await self._verifier.verify(secret)
         else:
-            verified = await self._verifier.verify(
-                secret, before_lookup=lambda: failures.check(address)
-            )
-            if verified is None:
-                failures.failed(address)
+            # This address used up its failures: its unknown keys are looked up
+            # one at a time. Refusing them instead refused valid keys too.
+            async with failures.turn(address):
+                verified = await self._verifier.verify(secret)
+        if verified is None and failures is not None:
+            failures.failed(address)
         if verified is None:
             raise Unauthenticated(INVALID_KEY)
         return verified

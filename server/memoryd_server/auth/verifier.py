@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from psycopg.rows import class_row
@@ -89,17 +88,20 @@ class KeyVerifier:
         self._ttl = settings.auth_cache_seconds
         self._admin_hash = hash_secret(settings.admin_key) if settings.admin_key else None
         self._cache: OrderedDict[bytes, tuple[float, Verified | None]] = OrderedDict()
+        # Keys found valid at least once, kept after their cache entry expires:
+        # the failed-key limiter never holds them back.
+        self._valid_once: OrderedDict[bytes, None] = OrderedDict()
         # Concurrent first calls with one key share one lookup.
         self._pending: dict[bytes, asyncio.Future[Verified | None]] = {}
 
-    async def verify(
-        self, secret: str, *, before_lookup: Callable[[], None] | None = None
-    ) -> Verified | None:
-        """The caller holding ``secret``, or None for an unknown, revoked or expired key.
+    def known(self, secret: str) -> bool:
+        """True if ``secret``'s answer is cached, or it was a valid key when last looked up."""
+        digest = hash_secret(secret)
+        entry = self._cache.get(digest)
+        return digest in self._valid_once or (entry is not None and entry[0] > time.monotonic())
 
-        ``before_lookup`` runs when the answer is not cached and no lookup of
-        the key is under way, before one starts; it may raise to refuse.
-        """
+    async def verify(self, secret: str) -> Verified | None:
+        """The caller holding ``secret``, or None for an unknown, revoked or expired key."""
         digest = hash_secret(secret)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             return Verified(ADMIN_KEY, None)
@@ -110,8 +112,6 @@ class KeyVerifier:
             return entry[1]
         task = self._pending.get(digest)
         if task is None:
-            if before_lookup is not None:
-                before_lookup()
             # A task of its own, which no caller owns: a caller cancelled by its
             # deadline must not cancel the lookup the others are waiting on.
             task = asyncio.ensure_future(self._lookup_and_remember(digest, now + self._ttl))
@@ -134,6 +134,13 @@ class KeyVerifier:
         self._cache.move_to_end(digest)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
+        if result is None:
+            self._valid_once.pop(digest, None)
+        else:
+            self._valid_once[digest] = None
+            self._valid_once.move_to_end(digest)
+            while len(self._valid_once) > CACHE_ENTRIES:
+                self._valid_once.popitem(last=False)
 
     async def _lookup(self, digest: bytes) -> Verified | None:
         async with (

@@ -85,3 +85,21 @@ def message_to_pb(m: models.Message) -> pb.Message:
         created_by=m.created_by,
         created_by_name=m.created_by_name,
     )
+
+
+def appended_to_pb(m: models.Message) -> pb.Message:
+    """What AppendMessages returns by default: the fields the server chose, not the caller's text.
+
+    The caller holds the content already; echoing it made the answer to a large
+    append bigger than clients receive, after the append had committed.
+    """
+    return pb.Message(
+        id=str(m.id),
+        conversation_id=m.conversation_id,
+        seq=m.seq,
+        role=ROLE_TO_PB[m.role],
+        token_count=m.token_count,
+        create_time=timestamp(m.create_time),
+        created_by=m.created_by,
+        created_by_name=m.created_by_name,
+    )

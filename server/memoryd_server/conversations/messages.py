@@ -140,6 +140,7 @@ async def append_messages(
                 request_hash=request_hash,
                 resource_id=conversation_id,
                 replay=replay,
+                scope=conversation_id,  # "turn-1" once per conversation, not per tenant
             )
             if replayed is not None:
                 return replayed
@@ -205,8 +206,9 @@ async def append_messages(
             inserted = sorted(await cur.fetchall(), key=lambda m: m.seq)
         if request_id:
             await idempotency.record_items(
-                conn, tenant_id=tenant_id, request_id=request_id, item_ids=ids
-            )
+                conn, tenant_id=tenant_id, request_id=request_id, item_ids=ids,
+                scope=conversation_id,
+            )  # fmt: skip
         return inserted, conversation
 
 

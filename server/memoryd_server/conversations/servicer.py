@@ -25,6 +25,10 @@ from memoryd_server.validation import check_chars, check_enum, check_text
 Context = grpc.aio.ServicerContext[Any, Any]
 
 MAX_MESSAGES_PER_APPEND = 1000
+# The most message bytes AppendMessages echoes back (return_messages): with the
+# ids, times and conversation the answer stays under the 4 MiB that gRPC
+# clients receive by default, so a stored append is never reported as failed.
+MAX_ECHO_BYTES = 3 * 1024 * 1024
 MAX_WINDOW_MESSAGES = 1000
 DEFAULT_WINDOW_MESSAGES = 20
 MAX_SEARCH_RESULTS = 100
@@ -219,6 +223,13 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         if len(request.messages) > MAX_MESSAGES_PER_APPEND:
             raise InvalidArgument("messages", f"must hold at most {MAX_MESSAGES_PER_APPEND}")
         messages = [self._new_message(f"messages[{i}]", m) for i, m in enumerate(request.messages)]
+        if request.return_messages:
+            size = sum(m.ByteSize() for m in request.messages)
+            if size > MAX_ECHO_BYTES:
+                raise InvalidArgument(
+                    "return_messages",
+                    f"the messages take {size} bytes; they are echoed up to {MAX_ECHO_BYTES}",
+                )
         create = None
         if request.create_if_missing:
             create = self._new_conversation("conversation", request.conversation, conversation_id)
@@ -232,13 +243,14 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             conversation_id=conversation_id,
             messages=messages,
             request_id=check_chars("request_id", request.request_id, 128),
-            request_hash=request_hash(request),
+            request_hash=request_hash(request, ignore=("return_messages",)),
             create_if_missing=create,
             max_conversations=quotas.current().max_conversations,
             embed_model=serving.name if self._embeddings.can_embed(serving) else None,
         )
+        to_pb = convert.message_to_pb if request.return_messages else convert.appended_to_pb
         return pb.AppendMessagesResponse(
-            messages=[convert.message_to_pb(m) for m in appended],
+            messages=[to_pb(m) for m in appended],
             conversation=convert.conversation_to_pb(conversation),
         )
 

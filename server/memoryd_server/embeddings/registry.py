@@ -66,14 +66,16 @@ def ensure_model(
                 " name the new model differently (MEMORYD_EMBEDDING_MODEL) and move the"
                 " data with memoryd reembed"
             )
-        if provider not in ("external", space.provider):
+        if provider != "external" and (provider, endpoint) != (space.provider, space.endpoint):
+            # The operator's latest configuration of the model is the one to use.
             conn.execute(
                 "UPDATE embedding_models SET provider = %s, endpoint = %s WHERE name = %s",
                 (provider, endpoint, name),
             )
         conn.execute("SELECT memoryd_create_embedding_indexes(%s)", (name,))
-    return ModelSpace(name, dimension, provider if provider != "external" else space.provider,
-                      endpoint or space.endpoint)  # fmt: skip
+    if provider == "external":
+        return space
+    return ModelSpace(name, dimension, provider, endpoint)
 
 
 class ModelRegistry:
@@ -83,7 +85,7 @@ class ModelRegistry:
         self._pool = pool
         self.default = default
         self._models: dict[str, ModelSpace] = {default.name: default}
-        self._serving: dict[str, tuple[str | None, float]] = {}
+        self._serving: dict[str, tuple[ModelSpace | None, float]] = {}
         self._loaded_at = -SERVING_MODEL_TTL_SECONDS
 
     async def model(self, field: str, name: str) -> ModelSpace:
@@ -118,18 +120,27 @@ class ModelRegistry:
         self._models = {m.name: m for m in rows} | {self.default.name: self.default}
 
     async def serving(self, tenant_id: str) -> ModelSpace:
-        """The model ``tenant_id``'s memories are embedded with now."""
+        """The model ``tenant_id``'s memories are embedded with now.
+
+        The tenant's choice and that model's definition (its endpoint may have
+        been changed by ``memoryd reembed``) are read together.
+        """
         cached = self._serving.get(tenant_id)
         now = time.monotonic()
         if cached is None or cached[1] < now:
             async with transaction(self._pool, tenant_id) as conn:
                 cur = await conn.execute(
-                    "SELECT embedding_model FROM tenants WHERE tenant_id = %s", (tenant_id,)
+                    "SELECT m.name, m.dimension, m.provider, m.endpoint FROM tenants t"
+                    " JOIN embedding_models m ON m.name = t.embedding_model"
+                    " WHERE t.tenant_id = %s",
+                    (tenant_id,),
                 )
                 row = await cur.fetchone()
-            cached = (row[0] if row else None, now + SERVING_MODEL_TTL_SECONDS)
+            space = ModelSpace(*row) if row else None
+            if space is not None:
+                self._models[space.name] = space
+            cached = (space, now + SERVING_MODEL_TTL_SECONDS)
             if len(self._serving) > 100_000:  # a bound for servers with very many tenants
                 self._serving.clear()
             self._serving[tenant_id] = cached
-        name = cached[0]
-        return self.default if name is None else await self.model("embedding_model", name)
+        return self.default if cached[0] is None else cached[0]

@@ -57,14 +57,15 @@ class Embeddings:
                  default: EmbeddingBatcher | None) -> None:  # fmt: skip
         self.registry = registry
         self._settings = settings
-        self._batchers: dict[str, EmbeddingBatcher] = {}
+        # By (model, endpoint): an operator may point a model at a new endpoint.
+        self._batchers: dict[tuple[str, str], EmbeddingBatcher] = {}
         if default is not None:
-            self._batchers[registry.default.name] = default
+            self._batchers[registry.default.name, registry.default.endpoint] = default
         self._lock = asyncio.Lock()
 
     def can_embed(self, space: ModelSpace) -> bool:
         """Whether the server can embed text into ``space``."""
-        return space.name in self._batchers or space.provider != "external"
+        return (space.name, space.endpoint) in self._batchers or space.provider != "external"
 
     async def embeddable_models(self) -> list[str]:
         """The registered models this server can embed with."""
@@ -72,7 +73,7 @@ class Embeddings:
 
     async def embed(self, space: ModelSpace, texts: list[str]) -> Vectors:
         """One vector of ``space`` per text; FAILED_PRECONDITION if it has no embedder."""
-        batcher = self._batchers.get(space.name)
+        batcher = self._batchers.get((space.name, space.endpoint))
         if batcher is None:
             batcher = await self._batcher(space)
         return await batcher.embed(texts)
@@ -84,14 +85,15 @@ class Embeddings:
                 " text with it (send embeddings, or run the server with MEMORYD_EMBEDDER)"
             )
         async with self._lock:
-            if space.name not in self._batchers:
+            key = (space.name, space.endpoint)
+            if key not in self._batchers:
                 embedder = await asyncio.to_thread(
                     create_embedder, self._settings, provider=space.provider,
                     model=space.name, endpoint=space.endpoint,
                 )  # fmt: skip
                 assert embedder is not None
-                self._batchers[space.name] = self.batcher(embedder, self._settings)
-            return self._batchers[space.name]
+                self._batchers[key] = self.batcher(embedder, self._settings)
+            return self._batchers[key]
 
     @staticmethod
     def batcher(embedder: Embedder, settings: Settings) -> EmbeddingBatcher:

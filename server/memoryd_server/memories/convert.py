@@ -18,6 +18,11 @@ from memoryd_server.validation import check_chars, check_enum, check_text
 
 MAX_NAMESPACE_DEPTH = 16
 MAX_SEGMENT_CHARS = 128
+# UTF-8 bytes of a namespace (segments and separators) and key together. They
+# share btree index rows, which PostgreSQL caps at 2,704 bytes: 16 segments of
+# 128 CJK characters passed the character limits and failed in the database.
+# Every ASCII namespace and key within the character limits fits.
+MAX_NAMESPACE_KEY_BYTES = 2400
 MAX_TAGS = 32
 MAX_TAG_CHARS = 128
 MAX_LINKS = 100
@@ -80,6 +85,19 @@ def namespace(field: str, segments: Sequence[str], *, allow_empty: bool = False)
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in segment):
             raise InvalidArgument(f"{field}[{i}]", "must not contain control characters")
     return list(segments)
+
+
+def check_index_bytes(field: str, segments: Sequence[str], key: str | None) -> None:
+    """INVALID_ARGUMENT when a namespace and key are too long in bytes to index together."""
+    size = sum(len(x.encode("utf-8", "surrogatepass")) + 1 for x in segments) + len(
+        (key or "").encode("utf-8", "surrogatepass")
+    )
+    if size > MAX_NAMESPACE_KEY_BYTES:
+        raise InvalidArgument(
+            field,
+            f"takes {size} UTF-8 bytes with the key; namespace and key take at most"
+            f" {MAX_NAMESPACE_KEY_BYTES}",
+        )
 
 
 def embedding(field: str, values: Sequence[float], dim: int | None) -> Embedding | None:
@@ -167,10 +185,13 @@ def new_memory(
     if status not in {"active", "disputed"}:
         raise InvalidArgument(f"{field}.status", "new memories are ACTIVE or DISPUTED")
     source = m.source
+    ns = namespace(f"{field}.namespace", m.namespace, allow_empty=namespace_default)
+    key = check_chars(f"{field}.key", m.key, 256) or None
+    check_index_bytes(f"{field}.namespace", ns, key)
     return NewMemory(
-        namespace=namespace(f"{field}.namespace", m.namespace, allow_empty=namespace_default),
+        namespace=ns,
         content=content(f"{field}.content", m.content, max_bytes),
-        key=check_chars(f"{field}.key", m.key, 256) or None,
+        key=key,
         memory_type=enum_value(f"{field}.memory_type", m.memory_type, TYPES,
                                pb.MemoryType.DESCRIPTOR, "semantic"),
         subject=check_chars(f"{field}.subject", m.subject, 1024),

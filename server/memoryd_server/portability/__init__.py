@@ -73,9 +73,11 @@ KINDS: tuple[Kind, ...] = (
             "status", "source_kind", "source_conversation_id", "source_message_ids",
             "extraction_model", "user_id", "agent_id", "tags", "metadata", "related_to",
             "contradicts", "version", "superseded_by", "expire_time", "create_time",
-            "update_time",
+            "update_time", "occur_time",
         ),
         "id",
+        # Migration 0010: null means "when it was created" (a trigger fills it in).
+        {"occur_time": None},
     ),
     Kind(
         "memory_access",

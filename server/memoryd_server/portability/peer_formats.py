@@ -292,6 +292,8 @@ def _langgraph(
         source=_SOURCE,
         metadata=_metadata(metadata),
         expire_time=expire_time,
+        # When the peer stored it: recency and occur_time filters see its age.
+        occur_time=_time(item.get("created_at")),
     )
 
 
@@ -349,6 +351,7 @@ def _mem0(
         agent_id=agent_id,
         tags=tags,
         metadata=_metadata(metadata),
+        occur_time=_time(item.get("created_at")),
     )
 
 

@@ -215,7 +215,7 @@ class AsyncConversations:
             retryable=True,
             timeout=timeout,
         )
-        return append_result(response)
+        return append_result(response, request)
 
     async def list_messages(
         self,

@@ -23,6 +23,7 @@ from memoryd._client.transport import (
     SyncTransport,
     call_metadata,
     channel_credentials,
+    channel_limits,
 )
 
 # Full service name -> (namespace attribute, {RPC name: method name}).
@@ -59,7 +60,7 @@ class Client:
     ) -> None:
         policy = RetryPolicy(max_attempts, initial_backoff, max_backoff, backoff_multiplier)
         credentials = channel_credentials(tls)
-        options = list(channel_options)
+        options = channel_limits(channel_options)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options)
         else:
@@ -112,7 +113,7 @@ class AsyncClient:
     ) -> None:
         policy = RetryPolicy(max_attempts, initial_backoff, max_backoff, backoff_multiplier)
         credentials = channel_credentials(tls)
-        options = list(channel_options)
+        options = channel_limits(channel_options)
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options)
         else:

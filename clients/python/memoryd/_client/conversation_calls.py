@@ -149,10 +149,20 @@ def list_messages_request(
     return request
 
 
-def append_result(r: pb.AppendMessagesResponse) -> t.AppendResult:
+def append_result(r: pb.AppendMessagesResponse, sent: pb.AppendMessagesRequest) -> t.AppendResult:
+    """The appended messages: what the server assigned, merged into what was sent.
+
+    The server no longer echoes the messages (return_messages), so a large
+    append's answer stays small; the request holds the rest of each message.
+    """
+    messages = []
+    for assigned, mine in zip(r.messages, sent.messages, strict=True):
+        whole = pb.Message()
+        whole.CopyFrom(mine)
+        whole.MergeFrom(assigned)
+        messages.append(convert.message(whole))
     return t.AppendResult(
-        messages=tuple(convert.message(m) for m in r.messages),
-        conversation=convert.conversation(r.conversation),
+        messages=tuple(messages), conversation=convert.conversation(r.conversation)
     )
 
 

@@ -213,7 +213,7 @@ class Conversations:
             retryable=True,
             timeout=timeout,
         )
-        return append_result(response)
+        return append_result(response, request)
 
     def list_messages(
         self,

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
-from memoryd._client.errors import DeadlineExceeded, ResourceExhausted, from_grpc_error
+from memoryd._client.errors import (
+    Cancelled,
+    DeadlineExceeded,
+    ResourceExhausted,
+    from_grpc_error,
+)
 from memoryd._client.retry import RetryPolicy
 
 R = TypeVar("R", bound=ProtoMessage)
@@ -31,6 +36,24 @@ def channel_credentials(tls: bool | grpc.ChannelCredentials) -> grpc.ChannelCred
     if tls is False:
         return None
     return tls
+
+
+# The largest message sent or received: memoryd's MEMORYD_MAX_RECEIVE_BYTES
+# default, so any request the server accepts can be sent, and any answer it
+# gives (a page of large messages, a big conversation) is received, instead of
+# gRPC's 4 MiB default refusing it after the server did the work.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def channel_limits(options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """``options`` with the message size limits added, unless the caller set them."""
+    given = {name for name, _ in options}
+    limits = [
+        (name, MAX_MESSAGE_BYTES)
+        for name in ("grpc.max_receive_message_length", "grpc.max_send_message_length")
+        if name not in given
+    ]
+    return [*options, *limits]
 
 
 def _serialize(message: ProtoMessage) -> bytes:
@@ -79,6 +102,13 @@ class _Transport:
     ) -> float:
         """How long to wait before the next attempt, or the typed error to raise."""
         error = from_grpc_error(exc)
+        if isinstance(error, Cancelled):
+            # This client never cancels a call, and memoryd answers CANCELLED
+            # only past a shutdown's grace: it is gRPC's name for a stream reset at
+            # the call's deadline, reported when that reset arrives before
+            # this process's own timer fires (gRPC's clock here runs behind
+            # when busy, by milliseconds). Either way the call ran out of time.
+            error = DeadlineExceeded(f"the call ran out of time ({error.message})")
         # memoryd sends RetryInfo only with a rate-limit refusal, which comes
         # before the handler runs: safe to retry even for a write.
         rate_limited = isinstance(error, ResourceExhausted) and error.retry_delay is not None

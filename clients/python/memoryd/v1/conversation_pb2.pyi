@@ -688,15 +688,26 @@ class AppendMessagesRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CREATE_IF_MISSING_FIELD_NUMBER: _builtins.int
     CONVERSATION_FIELD_NUMBER: _builtins.int
+    RETURN_MESSAGES_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """Required. The conversation to append to."""
     request_id: _builtins.str
-    """Optional idempotency key, up to 128 characters: a retry with the same key
-    returns the first call's messages and appends nothing.
+    """Optional idempotency key, up to 128 characters, unique within the
+    conversation: a retry with the same key in the same conversation returns
+    the first call's result and appends nothing, and every conversation may
+    use its own "turn-1". `return_messages` may differ between the attempts.
     """
     create_if_missing: _builtins.bool
     """When true and the conversation does not exist, create it (with the fields
     of `conversation`) in the same transaction.
+    """
+    return_messages: _builtins.bool
+    """When true, the response holds the whole appended messages (their content,
+    tool calls and metadata too). Allowed only when `messages` take at most
+    3 MiB, so the answer fits the 4 MiB a gRPC client receives by default;
+    larger is INVALID_ARGUMENT, before anything is written. Off by default:
+    the caller has the messages already, and echoing them made large appends
+    fail in the client after they were stored.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -716,10 +727,11 @@ class AppendMessagesRequest(_message.Message):
         request_id: _builtins.str = ...,
         create_if_missing: _builtins.bool = ...,
         conversation: Global___Conversation | None = ...,
+        return_messages: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "conversation_id", b"conversation_id", "create_if_missing", b"create_if_missing", "messages", b"messages", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation", b"conversation", "conversation_id", b"conversation_id", "create_if_missing", b"create_if_missing", "messages", b"messages", "request_id", b"request_id", "return_messages", b"return_messages"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -735,7 +747,11 @@ class AppendMessagesResponse(_message.Message):
     CONVERSATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
-        """The appended messages with their ids, seqs and create times."""
+        """The appended messages in order. Without `return_messages` each holds only
+        id, conversation_id, seq, role, token_count, create_time, created_by and
+        created_by_name, so the response stays small however large the messages
+        are; with it, each is the whole stored message.
+        """
 
     @_builtins.property
     def conversation(self) -> Global___Conversation:

@@ -167,17 +167,20 @@ class ConversationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AppendMessages(self, request, context):
-        """Appends one or more messages in one transaction and returns them with
-        their ids and per-conversation sequence numbers.
+        """Appends one or more messages in one transaction and returns their ids
+        and per-conversation sequence numbers (the whole messages only with
+        `return_messages`).
 
         Sequence numbers are gapless and strictly increasing, whatever the number
-        of concurrent appenders. A retry with the same `request_id` returns the
-        first call's messages and appends nothing. Returns NOT_FOUND if the
+        of concurrent appenders. A retry with the same `request_id` in the same
+        conversation returns the first call's result and appends nothing.
+        Returns NOT_FOUND if the
         conversation does not exist (unless `create_if_missing`),
         FAILED_PRECONDITION if it is CLOSED, ALREADY_EXISTS if `request_id` was
         used for a different request, INVALID_ARGUMENT for a message with neither
         content nor tool calls, an unknown role, content over the server's (or the
-        tenant's) limit or more than 1000 messages, RESOURCE_EXHAUSTED if
+        tenant's) limit, more than 1000 messages, or `return_messages` with
+        messages over 3 MiB, RESOURCE_EXHAUSTED if
         `create_if_missing` would create a conversation beyond the tenant's
         max_conversations. A failing batch appends nothing.
         """

@@ -79,17 +79,20 @@ class ConversationServiceStub:
     Returns NOT_FOUND if it does not exist.
     """
     AppendMessages: _grpc.UnaryUnaryMultiCallable[_conversation_pb2.AppendMessagesRequest, _conversation_pb2.AppendMessagesResponse]
-    """Appends one or more messages in one transaction and returns them with
-    their ids and per-conversation sequence numbers.
+    """Appends one or more messages in one transaction and returns their ids
+    and per-conversation sequence numbers (the whole messages only with
+    `return_messages`).
 
     Sequence numbers are gapless and strictly increasing, whatever the number
-    of concurrent appenders. A retry with the same `request_id` returns the
-    first call's messages and appends nothing. Returns NOT_FOUND if the
+    of concurrent appenders. A retry with the same `request_id` in the same
+    conversation returns the first call's result and appends nothing.
+    Returns NOT_FOUND if the
     conversation does not exist (unless `create_if_missing`),
     FAILED_PRECONDITION if it is CLOSED, ALREADY_EXISTS if `request_id` was
     used for a different request, INVALID_ARGUMENT for a message with neither
     content nor tool calls, an unknown role, content over the server's (or the
-    tenant's) limit or more than 1000 messages, RESOURCE_EXHAUSTED if
+    tenant's) limit, more than 1000 messages, or `return_messages` with
+    messages over 3 MiB, RESOURCE_EXHAUSTED if
     `create_if_missing` would create a conversation beyond the tenant's
     max_conversations. A failing batch appends nothing.
     """
@@ -174,17 +177,20 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     Returns NOT_FOUND if it does not exist.
     """
     AppendMessages: _aio.UnaryUnaryMultiCallable[_conversation_pb2.AppendMessagesRequest, _conversation_pb2.AppendMessagesResponse]  # type: ignore[assignment]
-    """Appends one or more messages in one transaction and returns them with
-    their ids and per-conversation sequence numbers.
+    """Appends one or more messages in one transaction and returns their ids
+    and per-conversation sequence numbers (the whole messages only with
+    `return_messages`).
 
     Sequence numbers are gapless and strictly increasing, whatever the number
-    of concurrent appenders. A retry with the same `request_id` returns the
-    first call's messages and appends nothing. Returns NOT_FOUND if the
+    of concurrent appenders. A retry with the same `request_id` in the same
+    conversation returns the first call's result and appends nothing.
+    Returns NOT_FOUND if the
     conversation does not exist (unless `create_if_missing`),
     FAILED_PRECONDITION if it is CLOSED, ALREADY_EXISTS if `request_id` was
     used for a different request, INVALID_ARGUMENT for a message with neither
     content nor tool calls, an unknown role, content over the server's (or the
-    tenant's) limit or more than 1000 messages, RESOURCE_EXHAUSTED if
+    tenant's) limit, more than 1000 messages, or `return_messages` with
+    messages over 3 MiB, RESOURCE_EXHAUSTED if
     `create_if_missing` would create a conversation beyond the tenant's
     max_conversations. A failing batch appends nothing.
     """
@@ -302,17 +308,20 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conversation_pb2.AppendMessagesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conversation_pb2.AppendMessagesResponse, _abc.Awaitable[_conversation_pb2.AppendMessagesResponse]]:
-        """Appends one or more messages in one transaction and returns them with
-        their ids and per-conversation sequence numbers.
+        """Appends one or more messages in one transaction and returns their ids
+        and per-conversation sequence numbers (the whole messages only with
+        `return_messages`).
 
         Sequence numbers are gapless and strictly increasing, whatever the number
-        of concurrent appenders. A retry with the same `request_id` returns the
-        first call's messages and appends nothing. Returns NOT_FOUND if the
+        of concurrent appenders. A retry with the same `request_id` in the same
+        conversation returns the first call's result and appends nothing.
+        Returns NOT_FOUND if the
         conversation does not exist (unless `create_if_missing`),
         FAILED_PRECONDITION if it is CLOSED, ALREADY_EXISTS if `request_id` was
         used for a different request, INVALID_ARGUMENT for a message with neither
         content nor tool calls, an unknown role, content over the server's (or the
-        tenant's) limit or more than 1000 messages, RESOURCE_EXHAUSTED if
+        tenant's) limit, more than 1000 messages, or `return_messages` with
+        messages over 3 MiB, RESOURCE_EXHAUSTED if
         `create_if_missing` would create a conversation beyond the tenant's
         max_conversations. A failing batch appends nothing.
         """

@@ -320,7 +320,8 @@ class Memory(_message.Message):
     @_builtins.property
     def namespace(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. A hierarchical path such as ["acme", "user-42", "preferences"]:
-        1 to 16 segments of 1 to 128 characters, no control characters.
+        1 to 16 segments of 1 to 128 characters, no control characters, taking
+        at most 2,400 UTF-8 bytes with the key (one per segment for separators).
         Prefix-queryable. Immutable.
         """
 

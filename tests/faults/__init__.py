@@ -1,0 +1,1 @@
+"""Faults caused for real: deadlines, cancellation, shutdown, oversized input, stale locks."""

@@ -1,0 +1,30 @@
+"""Reading the access log that the session's in-process servers write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class LogTail:
+    """The JSON events appended to ``path`` since this object was made."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = path.stat().st_size
+
+    def events(self, event: str | None = None, **match: Any) -> list[dict[str, Any]]:
+        with self.path.open("rb") as stream:
+            stream.seek(self.offset)
+            lines = stream.read().decode().splitlines()
+        found = []
+        for line in lines:
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            if event is not None and record.get("event") != event:
+                continue
+            if all(record.get(k) == v for k, v in match.items()):
+                found.append(record)
+        return found
