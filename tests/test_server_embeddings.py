@@ -220,7 +220,7 @@ def test_rrf_scores_are_the_fused_ranks(mem: Memories) -> None:
     """Hybrid RRF: each result's fusion score is (1/(60+rv) + 1/(60+rt)) / (2/61)."""
     for note in NOTES:
         mem.create(note)
-    found = mem.search(query_text="Ada's dog", top_k=5)
+    found = mem.search(query_text="Ada's dog", top_k=5, fusion=spb.FUSION_RRF)
     assert found.mode == spb.SEARCH_MODE_HYBRID
     scores = [r.score for r in found.results]
     assert scores == sorted(scores, reverse=True)
@@ -228,7 +228,7 @@ def test_rrf_scores_are_the_fused_ranks(mem: Memories) -> None:
         parts = [1 / (60 + rank) for rank in (r.vector_rank, r.text_rank) if rank]
         assert r.fusion_score == pytest.approx(sum(parts) / (2 / 61), rel=1e-5)
         assert r.score == pytest.approx(r.fusion_score, rel=1e-5)
-    weighted = mem.search(query_text="Ada's dog", top_k=5, fusion=spb.FUSION_WEIGHTED)
+    weighted = mem.search(query_text="Ada's dog", top_k=5)  # the default
     best_text = max(r.text_score for r in weighted.results)
     assert best_text > 0
     for r in weighted.results:

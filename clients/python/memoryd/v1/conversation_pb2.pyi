@@ -1055,7 +1055,7 @@ class SearchMessagesRequest(_message.Message):
     text_match: _search_pb2.TextMatch.ValueType
     """How query_text matches (default: natural language)."""
     fusion: _search_pb2.Fusion.ValueType
-    """How hybrid rankings combine (default: reciprocal-rank fusion)."""
+    """How hybrid rankings combine (default: FUSION_WEIGHTED)."""
     @_builtins.property
     def filter(self) -> Global___MessageFilter:
         """Which messages."""

@@ -1026,7 +1026,7 @@ class SearchMemoriesRequest(_message.Message):
     text_match: _search_pb2.TextMatch.ValueType
     """How query_text matches (default: natural language, any meaningful word)."""
     fusion: _search_pb2.Fusion.ValueType
-    """How hybrid rankings combine (default: reciprocal-rank fusion)."""
+    """How hybrid rankings combine (default: FUSION_WEIGHTED)."""
     embedding_model: _builtins.str
     """The model of query_embedding (default: the tenant's serving model). Only
     memories embedded by the same model are compared with it.

@@ -91,7 +91,7 @@ class _Fusion:
 class _FusionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fusion.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FUSION_UNSPECIFIED: _Fusion.ValueType  # 0
-    """FUSION_RRF, the better of the two on memoryd's retrieval benchmark
+    """FUSION_WEIGHTED, the better of the two on memoryd's retrieval benchmark
     (docs/benchmarks.md).
     """
     FUSION_RRF: _Fusion.ValueType  # 1
@@ -108,7 +108,7 @@ class Fusion(_Fusion, metaclass=_FusionEnumTypeWrapper):
     """How a hybrid search combines its vector and text rankings."""
 
 FUSION_UNSPECIFIED: Fusion.ValueType  # 0
-"""FUSION_RRF, the better of the two on memoryd's retrieval benchmark
+"""FUSION_WEIGHTED, the better of the two on memoryd's retrieval benchmark
 (docs/benchmarks.md).
 """
 FUSION_RRF: Fusion.ValueType  # 1
