@@ -34,6 +34,11 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+# st.randoms() imports this module on first use; imported then, deep inside a
+# recursive draw, pytest's assertion rewriting of it trips CPython 3.11.7's
+# "AST constructor recursion depth mismatch". Importing it here avoids that.
+from hypothesis.strategies._internal import random as _hypothesis_random  # noqa: F401
+
 from memoryd_server.auth import keys
 from tests.conftest import ServerThread, TenantKeys, create_tenant_keys
 from tests.rpc_requests import (

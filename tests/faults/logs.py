@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,3 +29,13 @@ class LogTail:
             if all(record.get(k) == v for k, v in match.items()):
                 found.append(record)
         return found
+
+    def wait_for(self, event: str, timeout: float = 5.0, **match: Any) -> list[dict[str, Any]]:
+        """The matching events, waiting until there is one: a call's log line is
+        written after its answer went out, so a fast client may look too early."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.events(event, **match)
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.02)

@@ -69,7 +69,7 @@ def test_a_call_running_at_its_deadline_is_answered_and_logged_deadline_exceeded
             stub.AppendMessages(_append(conversation_id), timeout=0.5)
         blocker.rollback()
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    (event,) = tail.events("rpc", rpc=APPEND)
+    (event,) = tail.wait_for("rpc", rpc=APPEND)
     assert event["code"] == "DEADLINE_EXCEEDED"
     assert 450 <= event["duration_ms"] < 1000
     # The blocked statement was cancelled with the call: the append did not happen later.
