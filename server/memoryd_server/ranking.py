@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from psycopg import sql
 
@@ -142,6 +143,45 @@ def score(
     return Score(parts / total if total else 0.0, sim, s.text, recency, s.importance, fused)
 
 
-def ranks(keys_in_order: list[object]) -> dict[object, int]:
-    """1-based places of ``keys_in_order``."""
-    return {key: i for i, key in enumerate(keys_in_order, start=1)}
+@dataclass(frozen=True)
+class Fused:
+    """A candidate row with its score and its places in the two rankings."""
+
+    row: dict[str, Any]
+    score: Score
+    vector_rank: int
+    text_rank: int
+
+
+def fuse(
+    by_vector: list[dict[str, Any]],
+    by_text: list[dict[str, Any]],
+    *,
+    weights: Weights,
+    fusion: Fusion,
+    mode: Mode,
+    occur_time: Callable[[dict[str, Any]], dt.datetime],
+    importance: Callable[[dict[str, Any]], float] = lambda _row: 0.0,
+) -> list[Fused]:
+    """Score the union of two candidate lists (rows with ``id``, ``distance``,
+    ``text_rank`` and ``query_time``), unordered."""
+    rows = {r["id"]: r for r in by_text} | {r["id"]: r for r in by_vector}
+    if not rows:
+        return []
+    vector_ranks = {r["id"]: i for i, r in enumerate(by_vector, start=1)}
+    text_ranks = {r["id"]: i for i, r in enumerate(by_text, start=1)}
+    now: dt.datetime = next(iter(rows.values()))["query_time"]
+    best_text = max(float(r["text_rank"] or 0.0) for r in rows.values())
+    fused = []
+    for row_id, row in rows.items():
+        signals = Signals(
+            distance=row["distance"],
+            text=float(row["text_rank"] or 0.0),
+            vector_rank=vector_ranks.get(row_id, 0),
+            text_rank=text_ranks.get(row_id, 0),
+            occur_time=occur_time(row),
+            importance=importance(row),
+        )
+        result = score(signals, weights, fusion, mode, now, best_text=best_text)
+        fused.append(Fused(row, result, signals.vector_rank, signals.text_rank))
+    return fused

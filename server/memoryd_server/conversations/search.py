@@ -114,23 +114,15 @@ async def search_messages(
             ).format(select, ranking.tsquery(query.text_match))
             await cur.execute(text_query, params)
             by_text = await cur.fetchall()
-    rows = {r["id"]: r for r in by_text} | {r["id"]: r for r in by_vector}
-    if not rows:
-        return []
-    vector_ranks = ranking.ranks([r["id"] for r in by_vector])
-    text_ranks = ranking.ranks([r["id"] for r in by_text])
-    now: dt.datetime = next(iter(rows.values()))["query_time"]
-    best_text = max(float(r["text_rank"] or 0.0) for r in rows.values())
-    scored = []
-    for message_id, row in rows.items():
-        message = Message(**{name: row[name] for name in _FIELDS})
-        signals = ranking.Signals(
-            distance=row["distance"], text=float(row["text_rank"] or 0.0),
-            vector_rank=vector_ranks.get(message_id, 0), text_rank=text_ranks.get(message_id, 0),
-            occur_time=message.create_time,
-        )  # fmt: skip
-        result = ranking.score(signals, weights, query.fusion, query.mode, now, best_text=best_text)
-        scored.append(ScoredMessage(message, result, signals.vector_rank, signals.text_rank))
+    fused = ranking.fuse(
+        by_vector, by_text, weights=weights, fusion=query.fusion, mode=query.mode,
+        occur_time=lambda row: row["create_time"],
+    )  # fmt: skip
+    scored = [
+        ScoredMessage(Message(**{n: f.row[n] for n in _FIELDS}), f.score, f.vector_rank,
+                      f.text_rank)
+        for f in fused
+    ]  # fmt: skip
     scored.sort(key=lambda s: (-s.score.score, -s.message.create_time.timestamp(),
                                str(s.message.id)))  # fmt: skip
     return scored[:top_k]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,22 +153,14 @@ async def search_memories(
                 "{} AND search_text @@ {} ORDER BY text_rank DESC, occur_time DESC, id LIMIT %(k)s"
             ).format(select, ranking.tsquery(query.text_match))
             by_text = await _rows(conn, text_query, params)
-    rows = {r["id"]: r for r in by_text} | {r["id"]: r for r in by_vector}
-    if not rows:
-        return []
-    vector_ranks = ranking.ranks([r["id"] for r in by_vector])
-    text_ranks = ranking.ranks([r["id"] for r in by_text])
-    now: dt.datetime = next(iter(rows.values()))["query_time"]
-    best_text = max(float(r["text_rank"] or 0.0) for r in rows.values())
-    scored = []
-    for memory_id, row in rows.items():
-        memory = Memory(**{c: row[c] for c in COLUMNS})
-        signals = ranking.Signals(
-            distance=row["distance"], text=float(row["text_rank"] or 0.0),
-            vector_rank=vector_ranks.get(memory_id, 0), text_rank=text_ranks.get(memory_id, 0),
-            occur_time=memory.occur_time, importance=memory.importance / 10.0,
-        )  # fmt: skip
-        result = ranking.score(signals, weights, query.fusion, query.mode, now, best_text=best_text)
-        scored.append(ScoredMemory(memory, result, signals.vector_rank, signals.text_rank))
+    fused = ranking.fuse(
+        by_vector, by_text, weights=weights, fusion=query.fusion, mode=query.mode,
+        occur_time=lambda row: row["occur_time"],
+        importance=lambda row: row["importance"] / 10.0,
+    )  # fmt: skip
+    scored = [
+        ScoredMemory(Memory(**{c: f.row[c] for c in COLUMNS}), f.score, f.vector_rank, f.text_rank)
+        for f in fused
+    ]
     scored.sort(key=_sort_key)
     return [s for s in scored if s.score.score >= min_score][:top_k]
