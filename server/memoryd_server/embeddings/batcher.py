@@ -128,3 +128,6 @@ class EmbeddingBatcher:
                 await task
         self._tasks = []
         self._executor.shutdown(wait=False, cancel_futures=True)
+        close = getattr(self.embedder, "close", None)  # an HTTP embedder's connections
+        if callable(close):
+            close()

@@ -14,6 +14,7 @@ from memoryd_server.config import Settings
 from memoryd_server.database import StartupError
 from memoryd_server.embeddings.base import Embedder, Vectors
 from memoryd_server.embeddings.batcher import EmbeddingBatcher
+from memoryd_server.embeddings.openai import OpenAIEmbedder
 from memoryd_server.embeddings.registry import ModelRegistry, ModelSpace, Provider
 from memoryd_server.errors import FailedPrecondition
 
@@ -32,8 +33,6 @@ def create_embedder(
         except ModelUnavailable as exc:
             raise StartupError(str(exc)) from None
     if provider == "openai":
-        from memoryd_server.embeddings.openai import OpenAIEmbedder
-
         return OpenAIEmbedder(
             base_url=endpoint or settings.openai_base_url,
             model=model or settings.model_name,
@@ -103,7 +102,7 @@ class Embeddings:
             max_batch=settings.embed_batch_size,
             max_wait=settings.embed_max_wait_ms / 1000,
             # HTTP embedders overlap requests; a local model already uses every core.
-            workers=4 if isinstance(embedder, _http_embedder_types()) else 1,
+            workers=4 if isinstance(embedder, OpenAIEmbedder) else 1,
         )
 
     async def close(self) -> None:
@@ -111,8 +110,3 @@ class Embeddings:
         for batcher in self._batchers.values():
             await batcher.close()
 
-
-def _http_embedder_types() -> tuple[type, ...]:
-    from memoryd_server.embeddings.openai import OpenAIEmbedder
-
-    return (OpenAIEmbedder,)
