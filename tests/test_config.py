@@ -42,7 +42,7 @@ def test_defaults() -> None:
     assert (settings.expiry_action, settings.expiry_interval_seconds) == ("archive", 60.0)
     assert settings.statement_timeout_ms == 30_000
     assert settings.shutdown_grace_seconds == 10.0
-    assert settings.health_interval_seconds == 5.0
+    assert settings.health_interval_seconds == 0.5
     assert settings.migrate_on_start is True
     assert (settings.log_level, settings.log_format) == ("info", "auto")
     assert settings.otlp_endpoint is None

@@ -28,6 +28,7 @@ from memoryd_server import database, idempotency, tls
 from memoryd_server.admin.servicer import AdminServicer
 from memoryd_server.auth.interceptor import AuthInterceptor
 from memoryd_server.auth.verifier import KeyVerifier
+from memoryd_server.availability import Availability
 from memoryd_server.config import Settings
 from memoryd_server.conversations.embedding import BATCH as MESSAGE_EMBED_BATCH
 from memoryd_server.conversations.embedding import embed_pending_messages
@@ -77,6 +78,8 @@ class Memoryd:
         self.health = health.aio.HealthServicer()
         self._embedded: EmbeddedDatabase | None = None
         self._pool: AsyncConnectionPool | None = None
+        # Whether the database answers; shared by both pools. Set by start().
+        self._availability: Availability | None = None
         # A one-connection pool for the cross-tenant upkeep (expiry).
         self._upkeep_pool: AsyncConnectionPool | None = None
         self._server: grpc.aio.Server | None = None
@@ -108,7 +111,8 @@ class Memoryd:
             )
             log.info("migrations_applied", count=len(applied), ids=applied)
         space = await asyncio.to_thread(self._register_model, url, dimension)
-        self._pool = database.create_pool(url, self.settings)
+        self._availability = Availability(url)
+        self._pool = database.create_pool(url, self.settings, self._availability)
         await self._pool.open(wait=True, timeout=30.0)
         self.embeddings = Embeddings(
             ModelRegistry(self._pool, space),
@@ -118,7 +122,7 @@ class Memoryd:
         log.info("embedding_model", model=space.name, dimension=space.dimension,
                  embedder=self.settings.embedder)  # fmt: skip
         self._upkeep_pool = database.create_pool(
-            url, self.settings, role=database.MAINTENANCE_ROLE, max_size=1
+            url, self.settings, self._availability, role=database.MAINTENANCE_ROLE, max_size=1
         )
         await self._upkeep_pool.open(wait=True, timeout=30.0)
         secret = await database.read_or_create_secret(
@@ -259,11 +263,24 @@ class Memoryd:
         log.info("health", serving=serving)
 
     async def _watch_database(self) -> None:
-        """NOT_SERVING while the database does not answer, SERVING again once it does."""
+        """NOT_SERVING while the database does not answer, SERVING again once it does.
+
+        While it is down, calls fail at once and this loop probes with new
+        connections; once one answers, the pools drop their broken connections
+        before calls are let through again.
+        """
         assert self._pool is not None
+        assert self._upkeep_pool is not None
+        assert self._availability is not None
+        availability = self._availability
         while True:
-            await asyncio.sleep(self.settings.health_interval_seconds)
-            await self._set_serving(await database.ping(self._pool))
+            await availability.wait_down(self.settings.health_interval_seconds)
+            if availability.down and await availability.probe():
+                for pool in (self._pool, self._upkeep_pool):
+                    with contextlib.suppress(Exception):
+                        await pool.check()
+                availability.mark_up()
+            await self._set_serving(not availability.down and await database.ping(self._pool))
 
     async def _expire_idempotency_keys(self) -> None:
         assert self._upkeep_pool is not None

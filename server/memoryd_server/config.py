@@ -63,7 +63,7 @@ class Settings:
     expiry_interval_seconds: float = 60.0
     statement_timeout_ms: int = 30_000
     shutdown_grace_seconds: float = 10.0
-    health_interval_seconds: float = 5.0
+    health_interval_seconds: float = 0.5
     migrate_on_start: bool = True
     log_level: str = "info"
     log_format: LogFormat = "auto"

@@ -20,8 +20,9 @@ from pgvector.psycopg import register_vector_async
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from memoryd_server.availability import Availability, Pool
 from memoryd_server.config import Settings
-from memoryd_server.errors import map_pg_errors
+from memoryd_server.errors import Unavailable, map_pg_errors
 from memoryd_server.migration_lock import WAIT_SECONDS as MIGRATION_LOCK_WAIT
 from memoryd_server.migration_lock import LockTimeout, migration_lock
 
@@ -248,15 +249,22 @@ MAINTENANCE_ROLE = "memoryd_maintenance"
 # Migration 0006: server-wide administration (tenants, every tenant's keys), taken
 # per transaction with set_config('role', ..., true) for operator calls only.
 OPERATOR_ROLE = "memoryd_operator"
+RECONNECT_SECONDS = 1.0
 
 
 def create_pool(
-    url: str, settings: Settings, *, role: str = APP_ROLE, max_size: int | None = None
-) -> AsyncConnectionPool:
+    url: str,
+    settings: Settings,
+    availability: Availability,
+    *,
+    role: str = APP_ROLE,
+    max_size: int | None = None,
+) -> Pool:
     """An unopened pool whose connections know pgvector and the statement timeout.
 
     Every connection works as ``role`` (SET ROLE), so row-level security applies
-    whatever user the URL logs in as.
+    whatever user the URL logs in as. Checkouts fail at once while
+    ``availability`` says the database is down.
     """
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -268,15 +276,19 @@ def create_pool(
         )
         await conn.commit()
 
-    return AsyncConnectionPool(
+    return Pool(
         url,
+        availability=availability,
         min_size=min(settings.pool_min_size, max_size or settings.pool_min_size),
         max_size=max_size or settings.pool_max_size,
         configure=configure,
         open=False,
         timeout=10.0,
-        # Check connections on checkout, so a restarted database costs one retry.
-        check=AsyncConnectionPool.check_connection,
+        # Give up a failed connection slot after a second instead of retrying it
+        # with a back-off of up to minutes: a slot waiting its turn would hold
+        # back the first connection once the database is back. Pool checks
+        # connections on checkout itself (see availability.Pool).
+        reconnect_timeout=RECONNECT_SECONDS,
         name=f"memoryd-{role}",
     )
 
@@ -305,15 +317,24 @@ async def transaction(
     local = dict(settings or {})
     if tenant_id is not None:
         local["memoryd.tenant"] = tenant_id
-    with map_pg_errors():
-        async with pool.connection() as conn, conn.transaction():
-            if local:
-                calls = sql.SQL(", ").join(
-                    sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Placeholder())
-                    for k in local
-                )
-                await conn.execute(sql.SQL("SELECT {}").format(calls), list(local.values()))
-            yield conn
+    try:
+        with map_pg_errors():
+            async with pool.connection() as conn, conn.transaction():
+                if local:
+                    calls = sql.SQL(", ").join(
+                        sql.SQL("set_config({}, {}, true)").format(
+                            sql.Literal(k), sql.Placeholder()
+                        )
+                        for k in local
+                    )
+                    await conn.execute(sql.SQL("SELECT {}").format(calls), list(local.values()))
+                yield conn
+    except Unavailable as exc:
+        # A connection lost mid-call: find out now whether the database is down,
+        # so the next calls fail at once instead of each finding out.
+        if isinstance(pool, Pool) and isinstance(exc.__cause__, psycopg.Error):
+            await pool.availability.probe()
+        raise
 
 
 async def read_or_create_secret(pool: AsyncConnectionPool, *, name: str, value: bytes) -> bytes:

@@ -53,6 +53,28 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    _route_pool_logs()
+
+
+class PoolLogHandler(logging.Handler):
+    """psycopg_pool's stdlib log records as structlog ``psycopg_pool`` events at DEBUG.
+
+    Unhandled, its warnings reach stderr as plain text among the JSON lines,
+    one per failed reconnection; memoryd's own ``database_down``/``database_up``
+    events say the same once.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        structlog.get_logger("psycopg.pool").debug(
+            "psycopg_pool", level_name=record.levelname, detail=record.getMessage()
+        )
+
+
+def _route_pool_logs() -> None:
+    pool_log = logging.getLogger("psycopg.pool")
+    pool_log.handlers = [PoolLogHandler()]
+    pool_log.propagate = False
+    pool_log.setLevel(logging.WARNING)  # its INFO lines come with every checkout
 
 
 def configure_tracing(settings: Settings) -> TracerProvider:

@@ -1,0 +1,149 @@
+"""Whether the database answers, and a pool that fails at once while it does not.
+
+psycopg_pool alone makes an outage slow on both ends: a call waits the whole
+pool timeout for a connection that cannot be made, and once the database is
+back the pool's reconnection back-off (1, 2, 4, ... s) delays the first
+connection by seconds. Here a failed connection makes the database "down"
+after one direct connection attempt confirms it; calls are then refused with
+UNAVAILABLE without touching the pool, and the health watcher probes with
+direct connections until one succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from memoryd_server.errors import Unavailable
+
+log = structlog.get_logger("memoryd")
+
+# A probe's whole budget: a local database answers in milliseconds, and the
+# promise is UNAVAILABLE within a second of an outage.
+PROBE_SECONDS = 0.8
+# How long a call waits for a pooled connection before the database is probed:
+# past this, an empty pool may mean no connection can be made.
+WAIT_BEFORE_PROBE_SECONDS = 0.3
+DOWN_MESSAGE = "the database is unavailable; retry later"
+
+
+class Availability:
+    """The shared "database down" state of one database URL."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.down = False
+        self._down_since = 0.0
+        self._went_down = asyncio.Event()
+        self._probing: asyncio.Task[bool] | None = None
+
+    def raise_if_down(self) -> None:
+        if self.down:
+            raise Unavailable(DOWN_MESSAGE)
+
+    async def probe(self) -> bool:
+        """Whether a new connection answers now; updates the state. One at a time."""
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.create_task(self._probe(), name="memoryd-db-probe")
+        # Shielded: a cancelled caller must not cancel the probe others await.
+        return await asyncio.shield(self._probing)
+
+    async def _probe(self) -> bool:
+        try:
+            async with asyncio.timeout(PROBE_SECONDS):
+                conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                async with conn:
+                    await conn.execute("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - any failure means down
+            self._mark_down(exc)
+            return False
+        return True
+
+    async def wait_down(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the database goes down meanwhile."""
+        if self.down:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._went_down.wait()
+
+    def mark_up(self) -> None:
+        if self.down:
+            self.down = False
+            self._went_down.clear()
+            log.info("database_up", down_seconds=round(time.monotonic() - self._down_since, 3))
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if not self.down:
+            self.down = True
+            self._down_since = time.monotonic()
+            self._went_down.set()
+            text = str(exc).strip()
+            log.warning(
+                "database_down",
+                cause=type(exc).__name__,
+                detail=text.splitlines()[0] if text else "",
+            )
+
+    async def unless_down(self, getter: Any) -> Any:
+        """Await ``getter`` (a pool checkout), failing as soon as the database is down.
+
+        A checkout that waits long probes the database, so a call queued for a
+        connection that cannot be made fails within a second, not at the pool timeout.
+        """
+        task = asyncio.ensure_future(getter)
+        down = asyncio.ensure_future(self._went_down.wait())
+        try:
+            done, _ = await asyncio.wait({task, down}, timeout=WAIT_BEFORE_PROBE_SECONDS)
+            if not done:
+                asyncio.ensure_future(self.probe())  # noqa: RUF006 - held in self._probing
+                await asyncio.wait({task, down}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()  # psycopg_pool returns a connection handed to a cancelled waiter
+            raise
+        finally:
+            down.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        raise Unavailable(DOWN_MESSAGE)
+
+
+class Pool(AsyncConnectionPool):
+    """A connection pool that refuses checkouts while its database is down.
+
+    Connections are checked on checkout here rather than by the pool's own
+    ``check``, which retries a broken one with a back-off of 1, 2, 4, ... s.
+    A broken connection (the database restarted) costs one probe: if the
+    database answers, the idle connections are checked and the checkout is
+    retried once; if not, the call fails UNAVAILABLE at once.
+    """
+
+    def __init__(self, *args: Any, availability: Availability, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.availability = availability
+
+    async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - psycopg's signature
+        self.availability.raise_if_down()
+        for attempt in range(2):
+            if self.get_stats().get("pool_available", 0):
+                conn = await super().getconn(timeout)
+            else:
+                conn = await self.availability.unless_down(super().getconn(timeout))
+            try:
+                await self.check_connection(conn)
+            except Exception:  # noqa: BLE001 - broken: putconn discards it
+                await self.putconn(conn)
+                if attempt or not await self.availability.probe():
+                    raise Unavailable(DOWN_MESSAGE) from None
+                await self.check()  # drop the other broken idle connections
+            else:
+                return conn
+        raise AssertionError("unreachable")
