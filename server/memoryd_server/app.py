@@ -48,6 +48,7 @@ from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.servicer import MemoryServicer
 from memoryd_server.pagination import PageTokens
 from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
+from memoryd_server.request_size import RequestSizes
 from memoryd_server.shutdown import Drain
 from memoryd_server.telemetry import configure_tracing
 
@@ -205,7 +206,7 @@ class Memoryd:
                 self._drain,
                 DeadlineInterceptor(),
                 AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
-                ErrorInterceptor(),
+                ErrorInterceptor(RequestSizes(self.settings)),
             ],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_receive_bytes),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,6 +22,7 @@ from memoryd_server.errors import (
     Unavailable,
     to_status,
 )
+from memoryd_server.request_size import RequestSizes
 
 log = structlog.get_logger("memoryd.rpc")
 
@@ -212,10 +214,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turns domain errors into statuses with ``google.rpc`` details.
 
     It also parses unary requests itself, so bytes that are not a valid
-    message get INVALID_ARGUMENT instead of grpc's UNKNOWN. Unexpected
+    message get INVALID_ARGUMENT instead of grpc's UNKNOWN, and a request over
+    its method's size limit is refused before it is parsed (``sizes``). Unexpected
     exceptions are logged with their traceback and returned as INTERNAL with
     a generic message.
     """
+
+    def __init__(self, sizes: RequestSizes | None = None) -> None:
+        self._sizes = sizes
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -224,13 +230,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or not handler.unary_unary:
             return handler
         parse = handler.request_deserializer
+        sizes = self._sizes
         method = handler_call_details.method
 
         def wrap(behavior: Behavior, _: bool) -> Behavior:
             async def guarded(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 try:
-                    request = _parse(parse, raw, method)
-                    return await behavior(request, context)
+                    with sizes.admit(method, len(raw)) if sizes else contextlib.nullcontext():
+                        request = _parse(parse, raw, method)
+                        return await behavior(request, context)
                 except Exception as exc:
                     if context.code() is not None:  # already aborted by the handler
                         raise
