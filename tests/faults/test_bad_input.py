@@ -146,5 +146,5 @@ def test_every_unavailable_is_logged_with_its_cause(
     assert event["sqlstate"] == "57P01"  # admin_shutdown: the connection was terminated
     assert event["cause"]
     assert event["detail"]
-    (access,) = tail.events("rpc", rpc="/memoryd.v1.ConversationService/AppendMessages")
+    (access,) = tail.wait_for("rpc", rpc="/memoryd.v1.ConversationService/AppendMessages")
     assert access["code"] == "UNAVAILABLE"
