@@ -109,4 +109,3 @@ class Embeddings:
         """Stop every batcher."""
         for batcher in self._batchers.values():
             await batcher.close()
-
