@@ -66,6 +66,6 @@ def test_oversized_single_item_request_is_refused_naming_the_limit(
     assert {c for c, _ in codes} == {"RESOURCE_EXHAUSTED"}
     assert all(f"at most {SMALL_REQUEST_BYTES} bytes" in d for _, d in codes), codes
     assert len(appended.messages) == 6
-    # gRPC's receive buffer and one copy of the bytes remain; parsing (another
-    # ~120 MB here, before) does not happen.
-    assert after - before < 180
+    # gRPC's receive buffers and the bytes remain (210 to 250 MB here for the
+    # three, up to 300 seen); parsing them (570 to 610 MB in all, before) does not happen.
+    assert after - before < 400
