@@ -29,7 +29,12 @@ from memoryd_server.database import APP_ROLE
 from memoryd_server.embeddings.registry import ModelSpace
 from memoryd_server.memories.filters import filter_condition
 from memoryd_server.memories.models import MemoryFilter
-from memoryd_server.memories.search import search_settings, vector_condition, vector_distance
+from memoryd_server.memories.search import (
+    EXACT_MAX_ROWS,
+    search_settings,
+    vector_condition,
+    vector_distance,
+)
 from memoryd_server.tenancy import DEFAULT_TENANT
 
 ROWS = 20_000
@@ -230,7 +235,10 @@ def test_list_filters_are_exact(stub, loaded, case):
     ],
 )
 def test_plan_uses_hnsw_index(db, loaded, filters):
-    """The search's SQL (the server's own conditions) walks the model's HNSW index.
+    """The search's index SQL (the server's own conditions) walks the model's HNSW index.
+
+    The server runs it when more than EXACT_MAX_ROWS rows pass the filter (at
+    100k rows, a 1% filter too); fewer are sorted exactly (the test below).
 
     Planned as the server plans it: as the request role, under row-level
     security, with the tenant declared and the server's transaction settings.
@@ -263,3 +271,13 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", []):
         yield from _nodes(child)
+
+
+def test_a_filter_keeping_few_rows_is_searched_exactly(stub, loaded):
+    """At most EXACT_MAX_ROWS rows pass a 1% filter here (200): the answer is the exact top 10."""
+    filters = {"user_id": "u42"}
+    mask = loaded.mask(**filters)
+    assert TOP_K <= mask.sum() <= EXACT_MAX_ROWS
+    exact = datasets.brute_force_top_k(loaded.data.vectors, loaded.data.queries, TOP_K, mask)
+    for q, expected in zip(loaded.data.queries, exact, strict=True):
+        assert _search(stub, loaded, q, **filters) == expected.tolist()

@@ -23,6 +23,10 @@ DEFAULT_HALF_LIFE = ranking.DEFAULT_HALF_LIFE
 # HNSW candidate list size. With iterative scans pgvector keeps walking the
 # graph until enough rows pass the filter, so this trades latency for recall.
 EF_SEARCH = 100
+# A filtered vector search sorts the matching rows exactly when at most this
+# many pass (bench/memory_search.py: an exact search of 1,000 rows took 0.2x
+# the iterative index scan that found 20 of them).
+EXACT_MAX_ROWS = 1000
 
 # Results carry no embedding: responses stay small and clients rarely want it.
 _RESULT_COLUMNS = sql.SQL(", ").join(
@@ -93,6 +97,54 @@ async def _rows(conn: AsyncConnection[Any], query: sql.Composed,
         return await cur.fetchall()
 
 
+def _narrowed(f: MemoryFilter) -> bool:
+    """Whether ``f`` may keep few rows: anything beyond the default status and expiry."""
+    return bool(
+        f.namespace_prefix or f.memory_types or f.tags_any or f.tags_all or f.tiers
+        or f.user_id or f.agent_id or f.metadata or f.create_time_start or f.create_time_end
+        or f.occur_time_start or f.occur_time_end or f.statuses != ["active"]
+    )  # fmt: skip
+
+
+async def _vector_candidates(
+    conn: AsyncConnection[Any],
+    *,
+    select: sql.Composed,
+    where: sql.Composable,
+    space: ModelSpace,
+    filter: MemoryFilter,
+    params: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The nearest rows: exact when few pass the filter, else by the HNSW index.
+
+    An iterative index scan under a 1% filter walks far through the graph
+    (measured 4.5x an unfiltered search at 100k rows) where sorting the few
+    matching rows exactly is cheaper and exact; a narrowed filter is first
+    counted up to EXACT_MAX_ROWS to choose.
+    """
+    rows_of_model = sql.SQL("{} AND {}").format(where, vector_condition(space))
+    exact = sql.SQL("{} AND {} ORDER BY {} + 0 LIMIT %(k)s").format(
+        select, vector_condition(space), vector_distance(space)
+    )
+    if _narrowed(filter):
+        count = sql.SQL(
+            "SELECT count(*) FROM (SELECT FROM memories WHERE {} LIMIT %(probe)s) AS probe"
+        ).format(rows_of_model)
+        cur = await conn.execute(count, {**params, "probe": EXACT_MAX_ROWS + 1})
+        row = await cur.fetchone()
+        if row is not None and row[0] <= EXACT_MAX_ROWS:
+            return await _rows(conn, exact, params)
+    nearest = sql.SQL("{} AND {} ORDER BY {} LIMIT %(k)s").format(
+        select, vector_condition(space), vector_distance(space)
+    )
+    found = await _rows(conn, nearest, params)
+    if len(found) < params["k"]:
+        # The iterative scan gave up (hnsw.max_scan_tuples) before finding
+        # enough: an exact search finds every row that passes.
+        found = await _rows(conn, exact, params)
+    return found
+
+
 def _sort_key(s: ScoredMemory) -> tuple[float, float, str, str]:
     # Deterministic for the same data: score, then the newest event, content, id.
     m = s.memory
@@ -134,18 +186,9 @@ async def search_memories(
     by_text: list[dict[str, Any]] = []
     async with transaction(pool, tenant_id, settings) as conn:
         if query.mode != "text" and query.space is not None:
-            vector_query = sql.SQL("{} AND {} ORDER BY {} LIMIT %(k)s").format(
-                select, vector_condition(query.space), distance
+            by_vector = await _vector_candidates(
+                conn, select=select, where=where, space=query.space, filter=filter, params=params
             )
-            by_vector = await _rows(conn, vector_query, params)
-            if len(by_vector) < depth:
-                # Few rows pass the filter, or the iterative scan gave up
-                # (hnsw.max_scan_tuples) before finding them: an exact search,
-                # cheap for such a small set, finds every one.
-                exact = sql.SQL("{} AND {} ORDER BY {} + 0 LIMIT %(k)s").format(
-                    select, vector_condition(query.space), distance
-                )
-                by_vector = await _rows(conn, exact, params)
             # relaxed_order may return a few rows out of order.
             by_vector.sort(key=lambda r: (r["distance"], str(r["id"])))
         if query.mode != "vector":
