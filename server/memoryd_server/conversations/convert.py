@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from memoryd.v1 import conversation_pb2 as pb
 from memoryd_server.conversations import models
-from memoryd_server.protoconv import dict_to_struct, timestamp
+from memoryd_server.conversations.search import MessageFilter
+from memoryd_server.errors import InvalidArgument
+from memoryd_server.ids import check_resource_id
+from memoryd_server.protoconv import dict_to_struct, timestamp, to_datetime
+from memoryd_server.validation import check_chars, check_enum
+
+# SearchMessages' filter names at most this many conversations.
+MAX_SEARCH_CONVERSATIONS = 100
 
 STATUS_TO_DB: dict[pb.ConversationStatus.ValueType, models.Status] = {
     pb.CONVERSATION_STATUS_ACTIVE: "active",
@@ -103,3 +110,31 @@ def appended_to_pb(m: models.Message) -> pb.Message:
         created_by=m.created_by,
         created_by_name=m.created_by_name,
     )
+
+
+def message_filter(field: str, f: pb.MessageFilter) -> MessageFilter:
+    """A validated SearchMessages filter; each failure names the field."""
+    if len(f.conversation_ids) > MAX_SEARCH_CONVERSATIONS:
+        raise InvalidArgument(
+            f"{field}.conversation_ids", f"has more than {MAX_SEARCH_CONVERSATIONS} ids"
+        )
+    roles: list[str] = []
+    for i, role in enumerate(f.roles):
+        name = ROLE_TO_DB.get(check_enum(f"{field}.roles[{i}]", role, pb.MessageRole.DESCRIPTOR))
+        if name is None:
+            raise InvalidArgument(f"{field}.roles[{i}]", "must not be UNSPECIFIED")
+        roles.append(name)
+    start = (to_datetime(f"{field}.create_time_start", f.create_time_start)
+             if f.HasField("create_time_start") else None)  # fmt: skip
+    end = (to_datetime(f"{field}.create_time_end", f.create_time_end)
+           if f.HasField("create_time_end") else None)  # fmt: skip
+    if start is not None and end is not None and end <= start:
+        raise InvalidArgument(f"{field}.create_time_end", "must be after create_time_start")
+    return MessageFilter(
+        conversation_ids=[check_resource_id(f"{field}.conversation_ids[{i}]", c)
+                          for i, c in enumerate(f.conversation_ids)],
+        user_id=check_chars(f"{field}.user_id", f.user_id, 256),
+        app_name=check_chars(f"{field}.app_name", f.app_name, 256),
+        agent_id=check_chars(f"{field}.agent_id", f.agent_id, 256),
+        roles=roles, create_time_start=start, create_time_end=end,
+    )  # fmt: skip

@@ -13,12 +13,12 @@ from memoryd_server import quotas, tenancy
 from memoryd_server.config import Settings
 from memoryd_server.conversations import convert, models, store
 from memoryd_server.conversations import messages as message_store
-from memoryd_server.conversations.search import MessageFilter, search_messages
+from memoryd_server.conversations.search import search_messages
 from memoryd_server.embeddings.service import Embeddings
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid, uuid7
 from memoryd_server.pagination import PageTokens, invalid_token, page_size
-from memoryd_server.protoconv import request_hash, struct_to_dict, to_datetime
+from memoryd_server.protoconv import request_hash, struct_to_dict
 from memoryd_server.search_query import MODES_PB, resolve_query
 from memoryd_server.validation import check_chars, check_enum, check_text
 
@@ -33,7 +33,6 @@ MAX_WINDOW_MESSAGES = 1000
 DEFAULT_WINDOW_MESSAGES = 20
 MAX_SEARCH_RESULTS = 100
 DEFAULT_SEARCH_RESULTS = 10
-MAX_SEARCH_CONVERSATIONS = 100
 
 
 class ConversationServicer(pb_grpc.ConversationServiceServicer):
@@ -344,7 +343,7 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
         self, request: pb.SearchMessagesRequest, context: Context
     ) -> pb.SearchMessagesResponse:
         tenant = tenancy.tenant_of(context)
-        filter_ = self._message_filter("filter", request.filter)
+        filter_ = convert.message_filter("filter", request.filter)
         if not 0 <= request.top_k <= MAX_SEARCH_RESULTS:
             raise InvalidArgument("top_k", f"must be 1 to {MAX_SEARCH_RESULTS}")
         query = await resolve_query(
@@ -366,34 +365,6 @@ class ConversationServicer(pb_grpc.ConversationServiceServicer):
             ],
             mode=MODES_PB[query.mode],
             embedding_model=query.model_name,
-        )  # fmt: skip
-
-    def _message_filter(self, field: str, f: pb.MessageFilter) -> MessageFilter:
-        if len(f.conversation_ids) > MAX_SEARCH_CONVERSATIONS:
-            raise InvalidArgument(
-                f"{field}.conversation_ids", f"has more than {MAX_SEARCH_CONVERSATIONS} ids"
-            )
-        roles: list[str] = []
-        for i, role in enumerate(f.roles):
-            name = convert.ROLE_TO_DB.get(
-                check_enum(f"{field}.roles[{i}]", role, pb.MessageRole.DESCRIPTOR)
-            )
-            if name is None:
-                raise InvalidArgument(f"{field}.roles[{i}]", "must not be UNSPECIFIED")
-            roles.append(name)
-        start = (to_datetime(f"{field}.create_time_start", f.create_time_start)
-                 if f.HasField("create_time_start") else None)  # fmt: skip
-        end = (to_datetime(f"{field}.create_time_end", f.create_time_end)
-               if f.HasField("create_time_end") else None)  # fmt: skip
-        if start is not None and end is not None and end <= start:
-            raise InvalidArgument(f"{field}.create_time_end", "must be after create_time_start")
-        return MessageFilter(
-            conversation_ids=[check_resource_id(f"{field}.conversation_ids[{i}]", c)
-                              for i, c in enumerate(f.conversation_ids)],
-            user_id=check_chars(f"{field}.user_id", f.user_id, 256),
-            app_name=check_chars(f"{field}.app_name", f.app_name, 256),
-            agent_id=check_chars(f"{field}.agent_id", f.agent_id, 256),
-            roles=roles, create_time_start=start, create_time_end=end,
         )  # fmt: skip
 
 
