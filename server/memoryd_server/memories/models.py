@@ -174,14 +174,3 @@ class MemoryEvent:
     event_time: dt.datetime
     before: Memory | None
     after: Memory | None
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A memory found by a search, with the raw signals it was found by."""
-
-    memory: Memory
-    distance: float | None
-    text_rank: float
-    # The database's now() when found: recency is measured against it.
-    query_time: dt.datetime
