@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any
 
 import grpc
 import psycopg
@@ -123,52 +122,26 @@ def test_reembed_command_refuses_without_a_target_and_for_unknown_tenants(
     pg_uri: str,
 ) -> None:
     del embed_server
-    env: dict[str, Any] = {"PATH": "/usr/bin:/bin", "DATABASE_URL": pg_uri}
-    run = [sys.executable, "-m", "memoryd_server", "reembed"]
-    no_target = subprocess.run(
-        [*run, "--all"], env=env, capture_output=True, text=True, cwd=REPO, check=False, timeout=60
-    )
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": pg_uri}
+
+    def memoryd(*args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "memoryd_server", *args], env={**env, **extra_env},
+            capture_output=True, text=True, cwd=REPO, check=False, timeout=120,
+        )  # fmt: skip
+
+    no_target = memoryd("reembed", "--all")
     assert no_target.returncode == 2
     assert "MEMORYD_EMBEDDER" in no_target.stderr
-    unknown = subprocess.run(
-        [*run, "--tenant", "no-such-tenant"],
-        env={**env, "MEMORYD_EMBEDDER": "local"},
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=120,
-    )
+    unknown = memoryd("reembed", "--tenant", "no-such-tenant", MEMORYD_EMBEDDER="local")
     assert unknown.returncode == 2
     assert "tenant 'no-such-tenant' does not exist" in unknown.stderr
-    listed = subprocess.run(
-        [sys.executable, "-m", "memoryd_server", "models", "list"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=True,
-        timeout=60,
-    )
+    listed = memoryd("models", "list")
+    assert listed.returncode == 0, listed.stderr
     assert f"{LOCAL_MODEL}\t384\tlocal" in listed.stdout
-    added = subprocess.run(
-        [sys.executable, "-m", "memoryd_server", "models", "add", "m-768", "--dimension", "768"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=True,
-        timeout=60,
-    )
+    added = memoryd("models", "add", "m-768", "--dimension", "768")
+    assert added.returncode == 0, added.stderr
     assert "registered m-768" in added.stdout
-    clash = subprocess.run(
-        [sys.executable, "-m", "memoryd_server", "models", "add", "m-768", "--dimension", "12"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-        timeout=60,
-    )
+    clash = memoryd("models", "add", "m-768", "--dimension", "12")
     assert clash.returncode == 2
     assert "registered with 768 dimensions" in clash.stderr
