@@ -158,11 +158,8 @@ class Memoryd:
             return ensure_model(
                 conn, name=self.settings.model_name, dimension=dimension,
                 provider=provider_of(self.settings),
-                endpoint=self._endpoint(),
+                endpoint=self.settings.embedding_endpoint,
             )  # fmt: skip
-
-    def _endpoint(self) -> str:
-        return self.settings.openai_base_url if self.settings.embedder == "openai" else ""
 
     def _failed_keys(self) -> FailedKeyLimiter | None:
         rate = self.settings.auth_failures_per_second

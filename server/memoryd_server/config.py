@@ -166,6 +166,11 @@ class Settings:
         return LOCAL_MODEL if self.embedder == "local" else ""
 
     @property
+    def embedding_endpoint(self) -> str:
+        """The endpoint the model's registration records ("" unless openai)."""
+        return self.openai_base_url if self.embedder == "openai" else ""
+
+    @property
     def known_dimension(self) -> int | None:
         """The model's vector length, if known without asking an endpoint."""
         if self.embedding_dim is not None:

@@ -65,6 +65,21 @@ def to_datetime(field: str, value: timestamp_pb2.Timestamp) -> dt.datetime:
         raise InvalidArgument(field, "is not a valid timestamp (years 1 to 9999)") from None
 
 
+def time_range(
+    field: str, message: Any, name: str
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """``message``'s ``{name}_start`` and ``{name}_end`` (unset: None), the end after the start."""
+    start, end = (
+        to_datetime(f"{field}.{name}_{side}", getattr(message, f"{name}_{side}"))
+        if message.HasField(f"{name}_{side}")
+        else None
+        for side in ("start", "end")
+    )
+    if start is not None and end is not None and end <= start:
+        raise InvalidArgument(f"{field}.{name}_end", f"must be after {name}_start")
+    return start, end
+
+
 def to_timedelta(field: str, value: duration_pb2.Duration) -> dt.timedelta:
     """A timedelta, INVALID_ARGUMENT when out of range."""
     try:

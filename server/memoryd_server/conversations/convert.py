@@ -7,7 +7,7 @@ from memoryd_server.conversations import models
 from memoryd_server.conversations.search import MessageFilter
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id
-from memoryd_server.protoconv import dict_to_struct, timestamp, to_datetime
+from memoryd_server.protoconv import dict_to_struct, time_range, timestamp
 from memoryd_server.validation import check_chars, check_enum
 
 # SearchMessages' filter names at most this many conversations.
@@ -124,12 +124,7 @@ def message_filter(field: str, f: pb.MessageFilter) -> MessageFilter:
         if name is None:
             raise InvalidArgument(f"{field}.roles[{i}]", "must not be UNSPECIFIED")
         roles.append(name)
-    start = (to_datetime(f"{field}.create_time_start", f.create_time_start)
-             if f.HasField("create_time_start") else None)  # fmt: skip
-    end = (to_datetime(f"{field}.create_time_end", f.create_time_end)
-           if f.HasField("create_time_end") else None)  # fmt: skip
-    if start is not None and end is not None and end <= start:
-        raise InvalidArgument(f"{field}.create_time_end", "must be after create_time_start")
+    start, end = time_range(field, f, "create_time")
     return MessageFilter(
         conversation_ids=[check_resource_id(f"{field}.conversation_ids[{i}]", c)
                           for i, c in enumerate(f.conversation_ids)],

@@ -81,7 +81,7 @@ def target_model(url: str, settings: Settings) -> tuple[Embedder, ModelSpace]:
         space = ensure_model(
             conn, name=embedder.model, dimension=embedder.dimension,
             provider=provider_of(settings),
-            endpoint=settings.openai_base_url if settings.embedder == "openai" else "",
+            endpoint=settings.embedding_endpoint,
         )  # fmt: skip
     return embedder, space
 

@@ -13,7 +13,13 @@ from memoryd_server.config import MAX_EMBEDDING_DIM
 from memoryd_server.errors import InvalidArgument
 from memoryd_server.ids import check_resource_id, parse_uuid
 from memoryd_server.memories.models import Embedding, Memory, MemoryFilter, NewMemory
-from memoryd_server.protoconv import dict_to_struct, struct_to_dict, timestamp, to_datetime
+from memoryd_server.protoconv import (
+    dict_to_struct,
+    struct_to_dict,
+    time_range,
+    timestamp,
+    to_datetime,
+)
 from memoryd_server.validation import check_chars, check_enum, check_text
 
 MAX_NAMESPACE_DEPTH = 16
@@ -231,30 +237,8 @@ def memory_filter(field: str, f: pb.MemoryFilter, *, max_bytes: int) -> MemoryFi
         return [enum_value(f"{field}.{sub}[{i}]", v, mapping, desc, None)
                 for i, v in enumerate(values)]  # fmt: skip
 
-    start = (
-        to_datetime(f"{field}.create_time_start", f.create_time_start)
-        if f.HasField("create_time_start")
-        else None
-    )
-    end = (
-        to_datetime(f"{field}.create_time_end", f.create_time_end)
-        if f.HasField("create_time_end")
-        else None
-    )
-    if start is not None and end is not None and end <= start:
-        raise InvalidArgument(f"{field}.create_time_end", "must be after create_time_start")
-    occur_start = (
-        to_datetime(f"{field}.occur_time_start", f.occur_time_start)
-        if f.HasField("occur_time_start")
-        else None
-    )
-    occur_end = (
-        to_datetime(f"{field}.occur_time_end", f.occur_time_end)
-        if f.HasField("occur_time_end")
-        else None
-    )
-    if occur_start is not None and occur_end is not None and occur_end <= occur_start:
-        raise InvalidArgument(f"{field}.occur_time_end", "must be after occur_time_start")
+    start, end = time_range(field, f, "create_time")
+    occur_start, occur_end = time_range(field, f, "occur_time")
     return MemoryFilter(
         namespace_prefix=namespace(f"{field}.namespace_prefix", f.namespace_prefix,
                                    allow_empty=True),
