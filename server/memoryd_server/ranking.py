@@ -1,4 +1,4 @@
-"""Search ranking shared by SearchMemories and SearchMessages: text queries and fusion.
+"""Search ranking shared by SearchMemories and SearchMessages: the query, text matching, fusion.
 
 Pure logic and SQL fragments; no I/O. A hybrid search ranks its candidates
 twice (by vector distance, by text rank) and fuses the two rankings, either by
@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from psycopg import sql
+
+from memoryd_server.embeddings.registry import ModelSpace
+from memoryd_server.memories.models import Embedding
 
 Mode = Literal["vector", "text", "hybrid"]
 TextMatch = Literal["any", "websearch"]
@@ -73,6 +76,24 @@ class Weights:
             return Weights(text=1.0, half_life=self.half_life)
         similarity, text = (1.0, 1.0) if fusion == "rrf" else (0.7, 0.3)
         return Weights(similarity=similarity, text=text, half_life=self.half_life)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A resolved search: its mode, and what each part searches with."""
+
+    mode: Mode
+    text: str
+    text_match: TextMatch
+    fusion: Fusion
+    # The vector part's model and query vector (modes vector and hybrid).
+    space: ModelSpace | None = None
+    vector: Embedding | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The model whose vectors the search compares ("" for a text search)."""
+        return self.space.name if self.space is not None and self.mode != "text" else ""
 
 
 @dataclass(frozen=True)

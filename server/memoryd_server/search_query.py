@@ -13,8 +13,7 @@ from memoryd.v1 import search_pb2 as spb
 from memoryd_server.embeddings.service import Embeddings
 from memoryd_server.errors import FailedPrecondition, InvalidArgument
 from memoryd_server.memories import convert
-from memoryd_server.memories.search import Query
-from memoryd_server.ranking import Fusion, Mode, TextMatch
+from memoryd_server.ranking import Fusion, Mode, Query, TextMatch
 from memoryd_server.validation import check_chars, check_enum
 
 MAX_QUERY_CHARS = 4096

@@ -13,7 +13,8 @@ from psycopg_pool import AsyncConnectionPool
 from memoryd_server import ranking
 from memoryd_server.conversations.models import Message
 from memoryd_server.database import transaction
-from memoryd_server.memories.search import Query, search_settings
+from memoryd_server.memories.search import search_settings
+from memoryd_server.ranking import Query
 
 _FIELDS = tuple(f.name for f in fields(Message))
 _COLUMNS = sql.SQL(", ").join(sql.Identifier("m", name) for name in _FIELDS)

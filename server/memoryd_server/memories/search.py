@@ -14,9 +14,9 @@ from memoryd_server import ranking
 from memoryd_server.database import transaction
 from memoryd_server.embeddings.registry import ModelSpace
 from memoryd_server.memories.filters import filter_condition
-from memoryd_server.memories.models import COLUMNS, Embedding, Memory, MemoryFilter
+from memoryd_server.memories.models import COLUMNS, Memory, MemoryFilter
 from memoryd_server.memories.store import column_sql
-from memoryd_server.ranking import Fusion, Mode, TextMatch, Weights
+from memoryd_server.ranking import Query, Weights
 
 MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
@@ -35,25 +35,7 @@ _RESULT_COLUMNS = sql.SQL(", ").join(
     sql.SQL("NULL::vector AS embedding") if c == "embedding" else column_sql(c) for c in COLUMNS
 )
 
-__all__ = ["DEFAULT_HALF_LIFE", "MAX_TOP_K", "Query", "ScoredMemory", "Weights", "search_memories"]
-
-
-@dataclass(frozen=True)
-class Query:
-    """A resolved search: its mode, and what each part searches with."""
-
-    mode: Mode
-    text: str
-    text_match: TextMatch
-    fusion: Fusion
-    # The vector part's model and query vector (modes vector and hybrid).
-    space: ModelSpace | None = None
-    vector: Embedding | None = None
-
-    @property
-    def model_name(self) -> str:
-        """The model whose vectors the search compares ("" for a text search)."""
-        return self.space.name if self.space is not None and self.mode != "text" else ""
+__all__ = ["DEFAULT_HALF_LIFE", "MAX_TOP_K", "ScoredMemory", "Weights", "search_memories"]
 
 
 @dataclass(frozen=True)
