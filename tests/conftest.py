@@ -76,6 +76,8 @@ def test_settings(pg_uri: str) -> Settings:
         expiry_interval_seconds=0.5,
         # Most tests exercise the API in the single-tenant mode; auth_server has keys.
         auth="off",
+        # Each server its own free port: several run at once.
+        metrics_addr="127.0.0.1:0",
     )
 
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 import grpc.aio
@@ -14,6 +15,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.sdk.trace import TracerProvider
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd.v1 import (
@@ -24,7 +26,7 @@ from memoryd.v1 import (
     memory_pb2,
     memory_pb2_grpc,
 )
-from memoryd_server import database, idempotency, tls
+from memoryd_server import database, idempotency, metrics, telemetry, tls
 from memoryd_server.admin.servicer import AdminServicer
 from memoryd_server.auth.interceptor import AuthInterceptor
 from memoryd_server.auth.verifier import KeyVerifier
@@ -50,7 +52,6 @@ from memoryd_server.pagination import PageTokens
 from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
 from memoryd_server.request_size import RequestSizes
 from memoryd_server.shutdown import Drain
-from memoryd_server.telemetry import configure_tracing
 
 log = structlog.get_logger("memoryd")
 
@@ -71,8 +72,13 @@ SERVICE_NAMES = (
 class Memoryd:
     """One running server: call ``start()``, then ``stop()`` (or use ``serve``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tracer_provider: TracerProvider | None = None) -> None:
         self.settings = settings
+        # Given (tests, embedding programs): its spans include one per SQL statement,
+        # as they do with MEMORYD_OTLP_ENDPOINT; otherwise no statement is traced.
+        self.tracer_provider = tracer_provider
+        self._trace_statements = tracer_provider is not None or bool(settings.otlp_endpoint)
+        self._metrics_server: WSGIServer | None = None
         self.port = 0
         # The libpq URI in use once started (the embedded server's, if embedded).
         self.database_url: str | None = None
@@ -98,6 +104,12 @@ class Memoryd:
     async def start(self) -> int:
         """Start the database, migrate, open the pool and listen; returns the port."""
         credentials = tls.server_credentials(self.settings)  # a bad file fails before the database
+        if self.tracer_provider is None:
+            self.tracer_provider = telemetry.configure_tracing(self.settings)
+        if self.settings.metrics_multiproc_dir is not None:
+            metrics.enable(self.settings)  # a supervisor serves /metrics for every worker
+        else:
+            self._metrics_server = metrics.serve(self.settings)
         url = self.database_url = await self._database_url()
         log.info("database", url=database.redact(url), embedded=self.settings.embedded)
         await asyncio.to_thread(database.prepare_database, url)
@@ -114,6 +126,7 @@ class Memoryd:
         space = await asyncio.to_thread(self._register_model, url, dimension)
         self._availability = Availability(url)
         self._pool = database.create_pool(url, self.settings, self._availability)
+        self._instrument(self._pool)
         await self._pool.open(wait=True, timeout=30.0)
         self.embeddings = Embeddings(
             ModelRegistry(self._pool, space),
@@ -125,6 +138,7 @@ class Memoryd:
         self._upkeep_pool = database.create_pool(
             url, self.settings, self._availability, role=database.MAINTENANCE_ROLE, max_size=1
         )
+        self._instrument(self._upkeep_pool)
         await self._upkeep_pool.open(wait=True, timeout=30.0)
         secret = await database.read_or_create_secret(
             self._pool, name="page_token", value=secrets.token_bytes(32)
@@ -142,6 +156,9 @@ class Memoryd:
             asyncio.create_task(self._expire_memories(), name="memoryd-memory-expiry"),
             asyncio.create_task(access.run(), name="memoryd-access"),
             asyncio.create_task(self._embed_messages(), name="memoryd-message-embedding"),
+            asyncio.create_task(
+                metrics.watch_pools((self._pool, self._upkeep_pool)), name="memoryd-pool-metrics"
+            ),
         ]
         log.info(
             "serving",
@@ -152,6 +169,21 @@ class Memoryd:
             auth="on" if self.settings.auth_enabled else "off",
         )
         return self.port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics is served on by this process, once started (None: not served)."""
+        return None if self._metrics_server is None else self._metrics_server.server_port
+
+    def _instrument(self, pool: AsyncConnectionPool) -> None:
+        """Time (metrics) and trace (MEMORYD_OTLP_ENDPOINT) every statement of ``pool``."""
+        assert self.tracer_provider is not None
+        tracer = self.tracer_provider.get_tracer("memoryd.db") if self._trace_statements else None
+        cursor = telemetry.cursor_class(tracer)
+        if cursor is not None:  # psycopg_pool passes its kwargs to every connect()
+            kwargs = pool.kwargs or {}
+            assert isinstance(kwargs, dict), "create_pool passes none, or a dict"
+            pool.kwargs = {**kwargs, "cursor_factory": cursor}
 
     def _register_model(self, url: str, dimension: int) -> ModelSpace:
         with database.owner_connection(url) as conn:
@@ -194,8 +226,7 @@ class Memoryd:
         access: AccessRecorder,
         credentials: grpc.ServerCredentials | None,
     ) -> grpc.aio.Server:
-        provider = configure_tracing(self.settings)
-        tracing = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
+        tracing = aio_server_interceptor(tracer_provider=self.tracer_provider)  # type: ignore[no-untyped-call]
         server = grpc.aio.server(
             interceptors=[
                 tracing,
@@ -289,8 +320,10 @@ class Memoryd:
                     deleted = await idempotency.delete_expired(self._upkeep_pool)
                     if not deleted:
                         break
+                metrics.task_ran("idempotency_expiry", ok=True)
             except Exception:
                 log.warning("idempotency_expiry_failed", exc_info=True)
+                metrics.task_ran("idempotency_expiry", ok=False)
             await asyncio.sleep(600)
 
     async def _expire_memories(self) -> None:
@@ -306,8 +339,10 @@ class Memoryd:
                         log.info("memories_expired", count=done, action=self.settings.expiry_action)
                     if done < upkeep.EXPIRY_BATCH:
                         break
+                metrics.task_ran("memory_expiry", ok=True)
             except Exception:
                 log.warning("memory_expiry_failed", exc_info=True)
+                metrics.task_ran("memory_expiry", ok=False)
 
     async def _embed_messages(self) -> None:
         """Embed appended messages shortly after their append (SearchMessages)."""
@@ -316,8 +351,10 @@ class Memoryd:
         while True:
             try:
                 done = await embed_pending_messages(self._upkeep_pool, self.embeddings)
+                metrics.task_ran("message_embedding", ok=True)
             except Exception:
                 log.warning("message_embedding_failed", exc_info=True)
+                metrics.task_ran("message_embedding", ok=False)
                 done = 0
                 await asyncio.sleep(1.0)
             if done < MESSAGE_EMBED_BATCH:
@@ -348,6 +385,9 @@ class Memoryd:
                 await pool.close()
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
         log.info("stopped")
 
 

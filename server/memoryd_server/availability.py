@@ -20,6 +20,7 @@ import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from memoryd_server import metrics
 from memoryd_server.errors import Unavailable
 
 log = structlog.get_logger("memoryd")
@@ -132,6 +133,7 @@ class Pool(AsyncConnectionPool):
 
     async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - psycopg's signature
         self.availability.raise_if_down()
+        started = time.perf_counter()
         for attempt in range(2):
             if self.get_stats().get("pool_available", 0):
                 conn = await super().getconn(timeout)
@@ -145,5 +147,6 @@ class Pool(AsyncConnectionPool):
                     raise Unavailable(DOWN_MESSAGE) from None
                 await self.check()  # drop the other broken idle connections
             else:
+                metrics.checkout(self.name, time.perf_counter() - started)
                 return conn
         raise AssertionError("unreachable")

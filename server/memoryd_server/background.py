@@ -11,6 +11,8 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from opentelemetry.sdk.trace import TracerProvider
+
 from memoryd_server.app import Memoryd
 from memoryd_server.config import Settings
 
@@ -20,10 +22,16 @@ T = TypeVar("T")
 class BackgroundServer:
     """A started memoryd; ``addr`` is where it listens. Call ``stop()`` when done."""
 
-    def __init__(self, settings: Settings, *, start_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        start_timeout: float = 120.0,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
-        self.app = Memoryd(settings)
+        self.app = Memoryd(settings, tracer_provider)
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="memoryd-loop", daemon=True
         )

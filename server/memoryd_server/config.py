@@ -68,6 +68,11 @@ class Settings:
     log_level: str = "info"
     log_format: LogFormat = "auto"
     otlp_endpoint: str | None = None
+    # Where Prometheus scrapes /metrics; None (MEMORYD_METRICS_ADDR=off): not served.
+    metrics_addr: str | None = "127.0.0.1:9464"
+    # prometheus_client's multiprocess directory, set by a supervisor for its workers:
+    # they record there and the supervisor alone serves /metrics.
+    metrics_multiproc_dir: Path | None = None
     # PEM files; the server uses plaintext unless cert and key are set.
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -110,15 +115,15 @@ class Settings:
 
     def validate(self) -> None:
         """Reject combinations that cannot work, naming the variable."""
-        host, sep, port = self.addr.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"MEMORYD_ADDR: expected HOST:PORT, got {self.addr!r}")
+        _check_addr("MEMORYD_ADDR", self.addr)
         if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
             raise ConfigError("MEMORYD_POOL_MIN_SIZE/MEMORYD_POOL_MAX_SIZE: need 1 <= min <= max")
         if self.max_receive_bytes < self.max_content_bytes:
             raise ConfigError(
                 "MEMORYD_MAX_RECEIVE_BYTES: must be at least MEMORYD_MAX_CONTENT_BYTES"
             )
+        if self.metrics_addr is not None:
+            _check_addr("MEMORYD_METRICS_ADDR", self.metrics_addr)
         self._validate_embedder()
         if self.database_url is not None and not self.database_url.startswith(
             ("postgresql://", "postgres://")
@@ -227,6 +232,16 @@ class Settings:
         return new
 
 
+def _check_addr(var: str, addr: str) -> None:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{var}: expected HOST:PORT, got {addr!r}")
+
+
+def _metrics_addr(text: str) -> str | None:
+    return None if text.strip().lower() == "off" else text
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -325,6 +340,8 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_LOG_LEVEL", "log_level", _log_level),
     ("MEMORYD_LOG_FORMAT", "log_format", _log_format),
     ("MEMORYD_OTLP_ENDPOINT", "otlp_endpoint", str),
+    ("MEMORYD_METRICS_ADDR", "metrics_addr", _metrics_addr),
+    ("PROMETHEUS_MULTIPROC_DIR", "metrics_multiproc_dir", Path),
     ("MEMORYD_TLS_CERT", "tls_cert", Path),
     ("MEMORYD_TLS_KEY", "tls_key", Path),
     ("MEMORYD_TLS_CLIENT_CA", "tls_client_ca", Path),

@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 import structlog
 
+from memoryd_server import metrics
 from memoryd_server.database import redact
 from memoryd_server.errors import (
     STATUS_DETAILS_KEY,
@@ -77,17 +78,15 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             peer: str,
             error: BaseException | None,
         ) -> None:
-            log.info(
-                "rpc",
-                rpc=method,
-                code=outcome(context, error),
-                duration_ms=round((time.perf_counter() - start) * 1000, 3),
-                peer=peer,
-            )
+            code, seconds = outcome(context, error), time.perf_counter() - start
+            log.info("rpc", rpc=method, code=code, duration_ms=round(seconds * 1000, 3), peer=peer)
+            tenant = structlog.contextvars.get_contextvars().get("tenant")  # bound by auth
+            metrics.call_finished(method, tenant, code, seconds)
 
         def wrap(behavior: Behavior, streams: bool) -> Behavior:
             async def logged(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 start, peer = time.perf_counter(), context.peer()
+                metrics.call_started(method)
                 error: BaseException | None = None
                 try:
                     return await behavior(request, context)
@@ -106,6 +105,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
                 # reflection client going away) may end here after grpc freed
                 # the call, and asking it for its peer then crashed the process.
                 start, peer = time.perf_counter(), context.peer()
+                metrics.call_started(method)
                 error: BaseException | None = None
                 try:
                     result = behavior(request, context)

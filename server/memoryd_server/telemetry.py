@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from typing import TextIO
+import time
+from collections.abc import Iterator
+from typing import Any, TextIO
 
+import psycopg
 import structlog
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from structlog.typing import EventDict, WrappedLogger
 
+from memoryd_server import metrics
 from memoryd_server.config import Settings
 
 
@@ -78,7 +83,10 @@ def _route_pool_logs() -> None:
 
 
 def configure_tracing(settings: Settings) -> TracerProvider:
-    """A tracer provider; spans are exported only when an OTLP endpoint is set."""
+    """A tracer provider; spans are exported only when an OTLP endpoint is set.
+
+    Tests and embedders add their own span processor to it (``Memoryd.tracer_provider``).
+    """
     provider = TracerProvider(resource=Resource.create({"service.name": "memoryd"}))
     if settings.otlp_endpoint:
         try:
@@ -96,3 +104,62 @@ def configure_tracing(settings: Settings) -> TracerProvider:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True))
         )
     return provider
+
+
+def cursor_class(tracer: trace.Tracer | None) -> type[psycopg.AsyncCursor[Any]] | None:
+    """The cursor class the pools' connections use, or None for psycopg's own.
+
+    Each statement is timed for ``memoryd_db_statement_duration_seconds`` when
+    metrics are on, and, with a ``tracer``, is a client span under the current
+    (RPC) span carrying its SQL text, never its parameters. With neither, None:
+    statements run through psycopg's cursor untouched.
+    """
+    if tracer is None and metrics.current() is None:
+        return None
+
+    class InstrumentedCursor(psycopg.AsyncCursor[Any]):
+        async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            with _statement(tracer, query, self.connection):
+                return await super().execute(query, params, **kwargs)
+
+        async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
+            with _statement(tracer, query, self.connection):
+                await super().executemany(query, params_seq, **kwargs)
+
+    return InstrumentedCursor
+
+
+@contextlib.contextmanager
+def _statement(
+    tracer: trace.Tracer | None, query: Any, conn: psycopg.AsyncConnection[Any]
+) -> Iterator[None]:
+    """Times one statement and, with a tracer, wraps it in a span."""
+    start = time.perf_counter()
+    try:
+        if tracer is None:
+            yield
+            return
+        operation = metrics.operation_of(query)
+        attributes = {
+            "db.system.name": "postgresql",
+            "db.operation.name": operation,
+            "db.query.text": _text(query, conn),
+        }
+        with tracer.start_as_current_span(
+            operation, kind=trace.SpanKind.CLIENT, attributes=attributes
+        ):
+            yield
+    finally:
+        metrics.statement(query, time.perf_counter() - start)
+
+
+def _text(query: Any, conn: psycopg.AsyncConnection[Any]) -> str:
+    """The statement's SQL with its placeholders (``%(name)s``), never parameter values."""
+    if isinstance(query, bytes):
+        return query.decode("utf-8", "replace")
+    if isinstance(query, str):
+        return query
+    try:
+        return str(query.as_string(conn))  # psycopg.sql.Composed: identifiers only
+    except Exception:  # noqa: BLE001 - a span without its text beats a failed query
+        return "<composed>"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 
+from memoryd_server import metrics
 from memoryd_server.embeddings.base import Embedder, Vectors
 
 log = structlog.get_logger(__name__)
@@ -112,6 +113,7 @@ class EmbeddingBatcher:
         self.batches += 1
         self.texts += len(texts)
         self.seconds += elapsed
+        metrics.embedded(len(texts), elapsed)
         log.debug("embedded", model=self.model, texts=len(texts), duration_ms=elapsed * 1000)
         start = 0
         for r in batch:

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from memoryd_server import metrics
 from memoryd_server.memories import upkeep
 
 log = structlog.get_logger(__name__)
@@ -44,8 +45,10 @@ class AccessRecorder:
                 await asyncio.sleep(self._interval)
                 try:
                     await self.flush()
+                    metrics.task_ran("access_counts", ok=True)
                 except Exception:
                     log.warning("access_flush_failed", exc_info=True)
+                    metrics.task_ran("access_counts", ok=False)
         finally:
             try:
                 await self.flush()
