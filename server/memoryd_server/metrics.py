@@ -227,13 +227,16 @@ def statement(query: Any, seconds: float) -> None:
 
 
 def operation_of(query: Any) -> str:
-    """A statement's first keyword, upper-case ("SELECT"); "SQL" for composed queries."""
+    """A statement's first keyword, upper-case ("SELECT"); "SQL" for composed queries.
+
+    An empty statement is "PING": the pool's liveness check of a connection.
+    """
     if isinstance(query, bytes):
         query = query.decode("utf-8", "replace")
     if not isinstance(query, str):
         return "SQL"  # psycopg.sql.Composed: rendering it needs the connection
     head = query.lstrip().split(None, 1)
-    return head[0].upper()[:16] if head else "SQL"
+    return head[0].upper()[:16] if head else "PING"
 
 
 def embedded(texts: int, seconds: float) -> None:

@@ -119,11 +119,11 @@ def cursor_class(tracer: trace.Tracer | None) -> type[psycopg.AsyncCursor[Any]] 
 
     class InstrumentedCursor(psycopg.AsyncCursor[Any]):
         async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            with _statement(tracer, query, self.connection):
+            with _statement(tracer, query, self):
                 return await super().execute(query, params, **kwargs)
 
         async def executemany(self, query: Any, params_seq: Any, **kwargs: Any) -> None:
-            with _statement(tracer, query, self.connection):
+            with _statement(tracer, query, self):
                 await super().executemany(query, params_seq, **kwargs)
 
     return InstrumentedCursor
@@ -131,7 +131,7 @@ def cursor_class(tracer: trace.Tracer | None) -> type[psycopg.AsyncCursor[Any]] 
 
 @contextlib.contextmanager
 def _statement(
-    tracer: trace.Tracer | None, query: Any, conn: psycopg.AsyncConnection[Any]
+    tracer: trace.Tracer | None, query: Any, cursor: psycopg.AsyncCursor[Any]
 ) -> Iterator[None]:
     """Times one statement and, with a tracer, wraps it in a span."""
     start = time.perf_counter()
@@ -139,11 +139,12 @@ def _statement(
         if tracer is None:
             yield
             return
-        operation = metrics.operation_of(query)
+        text = _text(query, cursor)
+        operation = metrics.operation_of(text)
         attributes = {
             "db.system.name": "postgresql",
             "db.operation.name": operation,
-            "db.query.text": _text(query, conn),
+            "db.query.text": text,
         }
         with tracer.start_as_current_span(
             operation, kind=trace.SpanKind.CLIENT, attributes=attributes
@@ -153,13 +154,13 @@ def _statement(
         metrics.statement(query, time.perf_counter() - start)
 
 
-def _text(query: Any, conn: psycopg.AsyncConnection[Any]) -> str:
+def _text(query: Any, cursor: psycopg.AsyncCursor[Any]) -> str:
     """The statement's SQL with its placeholders (``%(name)s``), never parameter values."""
     if isinstance(query, bytes):
         return query.decode("utf-8", "replace")
     if isinstance(query, str):
         return query
     try:
-        return str(query.as_string(conn))  # psycopg.sql.Composed: identifiers only
+        return str(query.as_string(cursor))  # psycopg.sql.Composed: identifiers only
     except Exception:  # noqa: BLE001 - a span without its text beats a failed query
         return "<composed>"
