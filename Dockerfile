@@ -52,8 +52,10 @@ WORKDIR /var/lib/memoryd
 ENV MEMORYD_ADDR=0.0.0.0:50051 \
     MEMORYD_DATA_DIR=/var/lib/memoryd/data \
     MEMORYD_LOG_FORMAT=json \
-    MEMORYD_EMBEDDER=local
-EXPOSE 50051
+    MEMORYD_EMBEDDER=local \
+    MEMORYD_METRICS_ADDR=0.0.0.0:9464
+# gRPC, and Prometheus's /metrics.
+EXPOSE 50051 9464
 
 # Standard grpc.health.v1 Check of the whole server (service ""), on the port of MEMORYD_ADDR;
 # exits 1 unless SERVING (the server reports NOT_SERVING while its database is unreachable).

@@ -110,8 +110,16 @@ def addr_port(addr: str) -> int:
 
 
 def test_services_exist(services: dict[str, dict[str, Any]]) -> None:
-    """The stack has the database, the server and the trace collector."""
-    assert {"postgres", "memoryd", "jaeger"} <= services.keys()
+    """The stack has the database, the server, the trace collector and Prometheus."""
+    assert {"postgres", "memoryd", "jaeger", "prometheus"} <= services.keys()
+
+
+def test_every_service_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
+    """Compose can tell each service's health (``docker compose ps``)."""
+    for name, service in services.items():
+        test = (service.get("healthcheck") or {}).get("test")
+        assert test, f"{name} has no healthcheck"
+        assert test[0] in {"CMD", "CMD-SHELL"}, name
 
 
 def test_postgres_is_pgvector_18(services: dict[str, dict[str, Any]]) -> None:
@@ -197,9 +205,43 @@ def test_otlp_endpoint_is_jaeger(
     endpoint = urlsplit(memoryd_env["MEMORYD_OTLP_ENDPOINT"])
     assert endpoint.hostname == "jaeger"
     assert endpoint.port == 4317
-    jaeger = services["jaeger"]
-    assert jaeger["image"].startswith("jaegertracing/")
-    assert environment(jaeger).get("COLLECTOR_OTLP_ENABLED") == "true"
+    # Jaeger v2 (v1's all-in-one image is end-of-life) receives OTLP on 4317 by default.
+    image, _, tag = services["jaeger"]["image"].partition(":")
+    assert image == "jaegertracing/jaeger"
+    assert tag.split(".")[0] == "2", tag
+
+
+@pytest.fixture(scope="module")
+def prometheus_config(services: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The Prometheus configuration file the prometheus service mounts, parsed."""
+    mounts = [str(v).split(":") for v in services["prometheus"]["volumes"]]
+    (source,) = [s for s, target, *_ in mounts if target == "/etc/prometheus/prometheus.yml"]
+    data = yaml.safe_load((REPO / source).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_prometheus_scrapes_memoryd_metrics(
+    prometheus_config: dict[str, Any], memoryd_env: dict[str, str]
+) -> None:
+    """Prometheus scrapes /metrics on the memoryd service, at the port memoryd serves it on."""
+    settings = Settings.from_env(memoryd_env)
+    assert settings.metrics_addr is not None
+    assert settings.metrics_addr.startswith("0.0.0.0:")  # reachable from the other container
+    (job,) = [j for j in prometheus_config["scrape_configs"] if j["job_name"] == "memoryd"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    targets = [t for c in job["static_configs"] for t in c["targets"]]
+    assert targets == [f"memoryd:{addr_port(settings.metrics_addr)}"]
+
+
+def test_prometheus_data_on_named_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """Prometheus keeps its time series on a declared named volume."""
+    mounts = [str(v).split(":") for v in services["prometheus"]["volumes"]]
+    named = [s for s, target, *_ in mounts if target == "/prometheus"]
+    assert named
+    assert set(named) <= (compose.get("volumes") or {}).keys()
 
 
 def _container_ports(service: Mapping[str, Any]) -> dict[int, int]:
@@ -215,11 +257,12 @@ def _container_ports(service: Mapping[str, Any]) -> dict[int, int]:
 
 
 def test_ports_published(services: dict[str, dict[str, Any]], memoryd_env: dict[str, str]) -> None:
-    """The gRPC port (the one memoryd listens on) and Jaeger's UI are published."""
+    """The gRPC port (the one memoryd listens on), Jaeger's and Prometheus's UIs are published."""
     assert _container_ports(services["memoryd"]).get(50051) == addr_port(
         memoryd_env["MEMORYD_ADDR"]
     )
     assert _container_ports(services["jaeger"]).get(16686) == 16686
+    assert _container_ports(services["prometheus"]).get(9090) == 9090
 
 
 def test_stop_grace_period_exceeds_shutdown_grace(
