@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from memoryd_server import metrics
 from memoryd_server.config import ENVIRONMENT_VARIABLES, Settings
 from tests.conftest import ServerThread, TenantKeys, assert_status
 
+DASHBOARD = Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 GET = "/memoryd.v1.ConversationService/GetConversation"
 CREATE = "/memoryd.v1.ConversationService/CreateConversation"
@@ -306,3 +308,31 @@ def test_several_worker_processes_show_in_one_scrape(
         if endpoint is not None:
             endpoint.shutdown()
             endpoint.server_close()
+
+
+def test_grafana_dashboard_names_only_real_series(memoryd_server: ServerThread) -> None:
+    """Every memoryd_* series docs/grafana-dashboard.json queries is one the server serves."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 10
+    used = {name for expr in exprs for name in re.findall(r"\bmemoryd_\w+", expr)}
+    port = _port(memoryd_server)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        families = {
+            f.name: f.type for f in text_string_to_metric_families(response.read().decode())
+        }
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    served = {name + end for name, kind in families.items() for end in suffixes.get(kind, ())}
+    assert used <= served, used - served
+    covered = {re.sub(r"_(total|bucket|sum|count)$", "", name) for name in used}
+    assert {
+        "memoryd_rpc_requests",
+        "memoryd_rpc_duration_seconds",
+        "memoryd_rpc_in_flight",
+        "memoryd_db_pool_waiting",
+        "memoryd_db_pool_checkout_seconds",
+        "memoryd_db_statement_duration_seconds",
+        "memoryd_embedding_batch_size",
+        "memoryd_background_last_success_timestamp_seconds",
+        "memoryd_build_info",
+    } <= covered
