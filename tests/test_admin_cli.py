@@ -166,7 +166,10 @@ def test_errors_are_one_line_with_exit_code_2(cli: Any, tenant: TenantKeys) -> N
     assert (code, err) == (2, "memoryd: error: tenant nx-none not found\n")
     code, _, err = cli("tenants", "list", key=tenant.admin)
     assert code == 2
-    assert err == "memoryd: error: a admin key may not call ListTenants\n"
+    assert err == (
+        "memoryd: error: a admin key may not call ListTenants"
+        " (called with the key in MEMORYD_API_KEY)\n"
+    )
     code, _, err = cli("keys", "create", "--name", "x", key=tenant.admin)
     assert (code, err) == (2, "memoryd: error: keys create: --role is required (or --operator)\n")
     code, _, err = cli("tenants", "create", "Bad", key=ADMIN_SECRET)
@@ -192,6 +195,25 @@ def test_admin_key_is_the_fallback_and_keys_print_only_the_secret(
     assert code == 0, err
     with memoryd.Client(auth_server.addr, api_key=out.strip()) as client:
         assert client.admin.whoami().tenant_id == tenant.tenant_id
+
+
+def test_tenants_commands_take_the_admin_key_before_a_member_key(
+    cli: Any, monkeypatch: pytest.MonkeyPatch, tenant: TenantKeys
+) -> None:
+    """With an agent's key exported too, ``tenants`` still calls with MEMORYD_ADMIN_KEY."""
+    monkeypatch.setenv("MEMORYD_ADMIN_KEY", ADMIN_SECRET)
+    code, out, err = cli("tenants", "get", tenant.tenant_id, key=tenant.member)
+    assert code == 0, err
+    assert tenant.tenant_id in out
+    # keys commands still take MEMORYD_API_KEY first (a tenant admin's own keys),
+    # and a refusal says which key was used.
+    code, _, err = cli("keys", "list", "--tenant", tenant.tenant_id, key=tenant.member)
+    assert code == 2
+    assert err.endswith("(called with the key in MEMORYD_API_KEY)\n"), err
+    monkeypatch.delenv("MEMORYD_ADMIN_KEY")
+    code, _, err = cli("tenants", "list", "--api-key", "mdk_wrong_key")
+    assert code == 2
+    assert err.endswith("(called with the key of --api-key)\n"), err
 
 
 def test_entry_point_in_a_shell_substitution(auth_server: ServerThread, tenant: TenantKeys) -> None:

@@ -1,7 +1,8 @@
 """``memoryd tenants|keys|users``: administer a running memoryd through its API.
 
 Every command is a gRPC client of a running server (``--addr``, TLS options),
-calling with ``--api-key``, else MEMORYD_API_KEY, else MEMORYD_ADMIN_KEY. The
+calling with ``--api-key``, else MEMORYD_API_KEY, else MEMORYD_ADMIN_KEY
+(``tenants``, which only operator keys may call: MEMORYD_ADMIN_KEY first). The
 exception is ``keys create --operator``, which writes the key straight into
 the database: the way to a first operator key when none exists.
 """
@@ -313,11 +314,30 @@ def _dispatch(client: memoryd.Client, args: argparse.Namespace) -> None:
         output.receipt(admin.erase_user(args.user_id, tenant_id=args.tenant), as_json=as_json)
 
 
+def choose_key(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """The key a command calls with, and where it came from, as error messages say it.
+
+    ``tenants`` commands need an operator key, so MEMORYD_ADMIN_KEY comes before
+    MEMORYD_API_KEY there: a tenant's key exported for an agent does not
+    shadow it. Other commands (a tenant admin's ``keys``, ``users``) take
+    MEMORYD_API_KEY first.
+    """
+    if args.api_key:
+        return args.api_key, "the key of --api-key"
+    order = ["MEMORYD_API_KEY", "MEMORYD_ADMIN_KEY"]
+    if args.command == "tenants":
+        order.reverse()
+    for var in order:
+        if environ.get(var):
+            return environ[var], f"the key in {var}"
+    return None, "no key (set MEMORYD_API_KEY or MEMORYD_ADMIN_KEY)"
+
+
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run an admin command against a running server; returns the exit code."""
-    api_key = args.api_key or environ.get("MEMORYD_API_KEY") or environ.get("MEMORYD_ADMIN_KEY")
+    key, source = choose_key(args, environ)
     try:
-        with memoryd.Client(args.addr, api_key=api_key, tls=_credentials(args)) as client:
+        with memoryd.Client(args.addr, api_key=key, tls=_credentials(args)) as client:
             try:
                 _dispatch(client, args)
             except (ValueError, OverflowError) as exc:
@@ -325,6 +345,10 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
                 raise AdminError(f"invalid argument: {exc}") from None
     except AdminError as exc:
         print(f"memoryd: error: {exc}", file=sys.stderr)
+        return 2
+    except (memoryd.PermissionDenied, memoryd.Unauthenticated) as exc:
+        # Which key was refused: with two in the environment, it is not obvious.
+        print(f"memoryd: error: {exc.message} (called with {source})", file=sys.stderr)
         return 2
     except memoryd.MemorydError as exc:
         print(f"memoryd: error: {exc.message}", file=sys.stderr)
