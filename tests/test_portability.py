@@ -293,12 +293,30 @@ def test_cli_export_and_import(
     assert stdout.returncode == 0, stdout.stderr
     assert stdout.stdout.splitlines()[1:] == path.read_text().splitlines()[1:]
 
-    done = _memoryd(url, "import", "--tenant", target, "--batch-size", "3", str(path))
+    absent = _memoryd(url, "import", "--tenant", target, str(path))
+    assert absent.returncode == 2
+    assert f"memoryd: error: tenant {target} does not exist" in absent.stderr
+    assert "--create-tenant" in absent.stderr
+    assert (
+        db.execute("SELECT count(*) FROM memories WHERE tenant_id = %s", (target,)).fetchone()[0]
+        == 0
+    )
+    bad = _memoryd(url, "import", "--tenant", "ünï-" + "x" * 64, "--create-tenant", str(path))
+    assert bad.returncode == 2
+    assert "memoryd: error: cannot use tenant ünï-" in bad.stderr
+
+    done = _memoryd(
+        url, "import", "--tenant", target, "--create-tenant", "--batch-size", "3", str(path)
+    )
     assert done.returncode == 0, done.stderr
+    assert (
+        db.execute("SELECT count(*) FROM tenants WHERE tenant_id = %s", (target,)).fetchone()[0]
+        == 1
+    )
     assert "imported 4 lines" in done.stderr
     assert _export(url, target)[1:] == path.read_text().splitlines(keepends=True)[1:]
 
-    refused = _memoryd(url, "import", "--tenant", source, str(path))
+    refused = _memoryd(url, "import", "--tenant", source, "--create-tenant", str(path))
     assert refused.returncode == 2
     assert f"memoryd: error: tenant {source} is not empty" in refused.stderr
     missing = _memoryd(url, "import", "--tenant", f"x-{uid}", str(tmp_path / "nope.jsonl"))

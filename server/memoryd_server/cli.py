@@ -18,7 +18,12 @@ from memoryd_server.database import EmbeddedDatabase, StartupError
 from memoryd_server.embeddings import cli as embeddings_cli
 from memoryd_server.portability import PortabilityError, peers
 from memoryd_server.portability.export import export_tenant
-from memoryd_server.portability.importer import DEFAULT_BATCH_SIZE, import_tenant
+from memoryd_server.portability.importer import (
+    DEFAULT_BATCH_SIZE,
+    ImportResult,
+    ensure_tenant,
+    import_tenant,
+)
 from memoryd_server.telemetry import configure_logging
 
 T = TypeVar("T")
@@ -53,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="load an export file into an empty tenant (resumes an interrupted run)"
     )
     load.add_argument("--tenant", required=True, help="the tenant to import into")
+    load.add_argument(
+        "--create-tenant",
+        action="store_true",
+        help="create the tenant if it does not exist (otherwise that is an error)",
+    )
     load.add_argument(
         "--batch-size",
         type=int,
@@ -133,12 +143,11 @@ def _import(settings: Settings, args: argparse.Namespace) -> None:
     def progress(lines: int) -> None:
         print(f"imported {lines} lines", end=end, file=sys.stderr, flush=True)
 
-    result = _with_database(
-        settings,
-        lambda url: import_tenant(
-            url, args.tenant, path, batch_size=args.batch_size, progress=progress
-        ),
-    )
+    def run(url: str) -> ImportResult:
+        ensure_tenant(url, args.tenant, create=args.create_tenant)
+        return import_tenant(url, args.tenant, path, batch_size=args.batch_size, progress=progress)
+
+    result = _with_database(settings, run)
     if end == "\r":
         print(file=sys.stderr)
     resumed = f" (resumed after line {result.skipped})" if result.skipped else ""

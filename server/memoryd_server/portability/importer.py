@@ -173,6 +173,32 @@ def _lines_done(conn: psycopg.Connection[Any], tenant: str, sha256: str) -> int:
     return 0
 
 
+def ensure_tenant(url: str, tenant: str, *, create: bool) -> None:
+    """Check that ``tenant`` exists (or, with ``create``, create it) before an import.
+
+    Data imported into a tenant with no record is out of every key's reach:
+    keys belong to a tenant, and ``memoryd keys create --tenant`` needs it.
+    """
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            if create:
+                conn.execute(
+                    "INSERT INTO tenants (tenant_id) VALUES (%(tenant)s) ON CONFLICT DO NOTHING",
+                    {"tenant": tenant},
+                )
+                return
+            found = conn.execute(
+                "SELECT 1 FROM tenants WHERE tenant_id = %(tenant)s", {"tenant": tenant}
+            ).fetchone()
+    except psycopg.Error as exc:
+        raise PortabilityError(f"cannot use tenant {tenant}: {_first_line(exc)}") from None
+    if found is None:
+        raise PortabilityError(
+            f"tenant {tenant} does not exist: create it first"
+            f" (memoryd tenants create {tenant}), or pass --create-tenant"
+        )
+
+
 def import_tenant(
     url: str,
     tenant: str,
