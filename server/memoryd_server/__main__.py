@@ -2,6 +2,6 @@
 
 import sys
 
-from memoryd_server.cli import main
+from memoryd_server.entry import main
 
 sys.exit(main())

@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
+from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -401,8 +402,8 @@ def _probe_dimension(embedder: Embedder) -> int:
         ) from None
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down in order."""
+async def serve(settings: Settings, on_ready: Callable[[Memoryd], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order; ``on_ready`` once serving."""
     app = Memoryd(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -410,6 +411,8 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await app.start()
+        if on_ready is not None:
+            on_ready(app)
         await stop.wait()
     finally:
         await app.stop()

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from memoryd_server import database
+from memoryd_server import __version__, config, database
 from memoryd_server.admin import cli as admin_cli
 from memoryd_server.app import serve
 from memoryd_server.config import DEFAULT_EMBEDDING_DIM, ConfigError, Settings
@@ -25,6 +25,7 @@ from memoryd_server.portability.importer import (
     import_tenant,
 )
 from memoryd_server.telemetry import configure_logging
+from memoryd_server.welcome import print_welcome
 
 T = TypeVar("T")
 
@@ -36,8 +37,22 @@ def _parser() -> argparse.ArgumentParser:
         "variables (see the README); with no DATABASE_URL it runs an embedded "
         "PostgreSQL in MEMORYD_DATA_DIR.",
     )
+    parser.add_argument("--version", action="version", version=f"memoryd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the gRPC server until SIGTERM/SIGINT")
+    settings_help = "\n".join(f"  {var:<36} {default}" for var, default in config.defaults())
+    serve_parser = commands.add_parser(
+        "serve",
+        help="run the gRPC server until SIGTERM/SIGINT",
+        description="Run the gRPC server until SIGTERM/SIGINT. Every setting is an "
+        "environment variable (the README's table says what each does).",
+        epilog=f"settings (environment variables) and their defaults:\n{settings_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve_parser.add_argument(
+        "--welcome",
+        action="store_true",
+        help="once serving, print where, with which data and auth, and commands to try",
+    )
     migrate = commands.add_parser("migrate", help="apply, list or roll back migrations")
     group = migrate.add_mutually_exclusive_group()
     group.add_argument("--list", action="store_true", help="list migrations and their state")
@@ -184,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
         if args.command == "serve":
-            asyncio.run(serve(settings))
+            asyncio.run(serve(settings, print_welcome if args.welcome else None))
         elif args.command == "export":
             _export(settings, args)
         elif args.command == "import":

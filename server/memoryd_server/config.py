@@ -356,3 +356,29 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
 )
 
 ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(var for var, _, _ in _VARIABLES)
+
+
+def defaults() -> list[tuple[str, str]]:
+    """Every setting's variable and its default, as ``memoryd serve --help`` lists them."""
+    defaults = Settings()
+    described = {
+        "auth": "on, or off on loopback with the embedded database",
+        "embedding_model": "the embedder's own",
+        "embedding_dim": "the model's (1536 for embedder none)",
+        "metrics_multiproc_dir": "unset (set by a supervisor for its workers)",
+    }
+    rows = []
+    for var, field, _ in _VARIABLES:
+        value = getattr(defaults, field)
+        if field in described:
+            text = described[field]
+        elif value is None:
+            text = "unset"
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        else:
+            text = str(value)
+        rows.append((var, text))
+    return rows

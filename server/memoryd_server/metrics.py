@@ -7,7 +7,6 @@ import platform
 import threading
 import time
 from collections.abc import Iterable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
@@ -24,6 +23,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from memoryd_server import __version__
 from memoryd_server.config import Settings
 
 log = structlog.get_logger("memoryd.metrics")
@@ -119,7 +119,7 @@ class Metrics:
             "memoryd_build_info", "Always 1; the labels say what runs.",
             ["version", "python", "grpc"], "max",
         )  # fmt: skip
-        self.build_info.labels(_version(), platform.python_version(), grpc.__version__).set(1)
+        self.build_info.labels(__version__, platform.python_version(), grpc.__version__).set(1)
 
 
 # The process's metrics and their registry once enable() ran; None: recording is off.
@@ -266,10 +266,3 @@ async def watch_pools(pools: Iterable[_Stats]) -> None:
                 _metrics.pool_max.labels(pool.name).set(stats.get("pool_max", 0))
                 _metrics.pool_waiting.labels(pool.name).set(stats.get("requests_waiting", 0))
         await asyncio.sleep(POOL_SAMPLE_SECONDS)
-
-
-def _version() -> str:
-    try:
-        return version("memoryd-server")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "unknown"
