@@ -13,7 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from memoryd_server import tls
+import memoryd_server
+from memoryd_server import cli, config, tls
 from memoryd_server.config import ENVIRONMENT_VARIABLES, ConfigError, Settings
 from memoryd_server.database import redact
 from memoryd_server.errors import InvalidArgument
@@ -687,3 +688,36 @@ def test_embedder_resolves_model_and_dimension() -> None:
     remote = Settings.from_env({"MEMORYD_EMBEDDER": "openai", "MEMORYD_EMBEDDING_MODEL": "m"})
     assert (remote.model_name, remote.known_dimension) == ("m", None)
     assert "sk-" not in repr(Settings(openai_api_key="sk-secret"))
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """``memoryd --version`` prints the release and exits 0."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"memoryd {memoryd_server.__version__}\n"
+
+
+def test_serve_help_lists_every_setting_with_its_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``memoryd serve --help`` has a line per variable, with the default Settings has."""
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = capsys.readouterr().out
+    listed = dict(
+        line.strip().split(None, 1) for line in text.split("their defaults:\n")[1].splitlines()
+    )
+    assert listed.keys() == ENVIRONMENT_VARIABLES
+    assert listed["MEMORYD_ADDR"] == Settings().addr == "127.0.0.1:50051"
+    assert listed["MEMORYD_METRICS_ADDR"] == "127.0.0.1:9464"
+    assert listed["MEMORYD_POOL_MAX_SIZE"] == str(Settings().pool_max_size)
+    assert listed["MEMORYD_MIGRATE_ON_START"] == "true"
+    assert listed["DATABASE_URL"] == "unset"
+    # Every listed default parses back to the default itself (where it is a value).
+    for var, field, _ in config._VARIABLES:
+        default = listed[var]
+        if default == "unset" or " " in default:
+            continue
+        parsed = Settings.from_env({var: default})
+        assert getattr(parsed, field) == getattr(Settings(), field), var

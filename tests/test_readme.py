@@ -123,6 +123,7 @@ def test_welcome_commands_work_as_printed(first_run: FirstRun) -> None:
         outputs.append(done.stdout)
     assert "memoryd.v1.ConversationService" in outputs[0]
     assert [m["seq"] for m in json.loads(outputs[1])["messages"]] == ["1"]
+    assert [m["content"] for m in json.loads(outputs[2])["messages"]] == ["Hello!"]
 
 
 def test_stderr_is_json_lines_and_the_welcome_only(first_run: FirstRun) -> None:

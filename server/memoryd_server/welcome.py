@@ -38,7 +38,11 @@ def welcome_text(app: Memoryd) -> str:
     else:
         auth = "off: one tenant, 'default'; only this machine can connect"
         key = ""
-        third = "./dev memoryd --help"
+        window = '{"conversation_id": "hello-memoryd", "max_tokens": 4000}'
+        third = (
+            f"./dev grpcurl {plain}-d '{window}' {target}"
+            " memoryd.v1.ConversationService/GetContextWindow"
+        )
     append = json.dumps(
         {
             "conversation_id": "hello-memoryd",
