@@ -183,3 +183,51 @@ def test_readme_examples_use_distinct_conversations() -> None:
         for conversation_id in ids:
             assert owners.setdefault(conversation_id, title) == title, conversation_id
     assert len(owners) >= 3, owners
+
+
+def test_operator_commands_while_the_embedded_server_runs(
+    first_run: FirstRun, tmp_path: Path
+) -> None:
+    """export, import and migrate --list attach to the running embedded database, leave it up."""
+    env = {**first_run.env, "MEMORYD_DATA_DIR": str(first_run.data_dir)}
+    export = tmp_path / "default.jsonl"
+
+    def memoryd(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["./dev", "memoryd", *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    listed = memoryd("migrate", "--list")
+    assert listed.returncode == 0, listed.stderr
+    assert "pending" not in listed.stdout
+    done = memoryd("export", "--tenant", "default", "--output", str(export))
+    assert done.returncode == 0, done.stderr
+    assert len(export.read_text().splitlines()) > 2
+    done = memoryd("import", "--tenant", "copy-ø", "--create-tenant", str(export))
+    assert done.returncode == 2
+    assert "cannot use tenant copy-ø" in done.stderr
+    done = memoryd("import", "--tenant", "copy", "--create-tenant", str(export))
+    assert done.returncode == 0, done.stderr
+    # The server still answers: the commands left its database running.
+    health = subprocess.run(
+        [
+            "./dev",
+            "grpcurl",
+            "-plaintext",
+            f"localhost:{first_run.port}",
+            "grpc.health.v1.Health/Check",
+        ],
+        cwd=REPO,
+        env=first_run.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert '"status": "SERVING"' in health.stdout, health.stderr
