@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from memoryd_server.config import Settings
@@ -48,3 +50,20 @@ def test_large_requests_beyond_the_bound_are_refused_with_retry_info() -> None:
     held[0].__exit__(None, None, None)
     with sizes.admit(APPEND, 10 * MIB):
         assert sizes.large == MAX_LARGE_REQUESTS
+
+
+def test_docs_state_the_real_limits() -> None:
+    """docs/api.md, operators.md and the README give the limits this module enforces."""
+    repo = Path(__file__).resolve().parents[1]
+    sizes = RequestSizes(Settings(auth="off"))
+    batch = f"`MEMORYD_MAX_RECEIVE_BYTES` ({sizes.batch_limit // MIB} MiB)"
+    other = f"other methods {sizes.item_limit // MIB} MiB"
+    api = (repo / "docs" / "api.md").read_text()
+    assert batch in api
+    assert other in api
+    assert f"at most {MAX_LARGE_REQUESTS} requests over {SMALL_REQUEST_BYTES // MIB} MiB" in api
+    operators = " ".join((repo / "docs" / "operators.md").read_text().split())
+    assert batch in operators
+    readme = (repo / "README.md").read_text()
+    assert f"| `MEMORYD_MAX_RECEIVE_BYTES` | `{sizes.batch_limit}` |" in readme
+    assert f"Other methods accept {sizes.item_limit // MIB} MiB" in readme
