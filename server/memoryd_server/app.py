@@ -387,8 +387,9 @@ class Memoryd:
         if self._embedded is not None:
             await asyncio.to_thread(self._embedded.stop)
         if self._metrics_server is not None:
-            await asyncio.to_thread(self._metrics_server.shutdown)
-            self._metrics_server.server_close()
+            server, self._metrics_server = self._metrics_server, None
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
         log.info("stopped")
 
 
