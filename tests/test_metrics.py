@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -336,3 +337,23 @@ def test_grafana_dashboard_names_only_real_series(memoryd_server: ServerThread) 
         "memoryd_background_last_success_timestamp_seconds",
         "memoryd_build_info",
     } <= covered
+
+
+def test_in_flight_counts_a_call_held_by_a_lock(memoryd_server: ServerThread, pg_uri: str) -> None:
+    """A call waiting on a table lock shows in memoryd_rpc_in_flight until it ends."""
+    port = _port(memoryd_server)
+    with psycopg.connect(pg_uri) as locker, grpc.insecure_channel(memoryd_server.addr) as channel:
+        stub = pb_grpc.ConversationServiceStub(channel)
+        locker.execute("LOCK TABLE conversations IN ACCESS EXCLUSIVE MODE")
+        future = stub.CreateConversation.future(pb.CreateConversationRequest(), timeout=30)
+        deadline = time.monotonic() + 10
+        while value(scrape(port), "memoryd_rpc_in_flight", rpc=CREATE) < 1:
+            assert time.monotonic() < deadline, "the held call never showed as in flight"
+            time.sleep(0.05)
+        assert not future.done()
+        locker.rollback()  # releases the lock: the call goes on
+        future.result()
+    # The handler ends just after the client has its answer.
+    while value(scrape(port), "memoryd_rpc_in_flight", rpc=CREATE) != 0:
+        assert time.monotonic() < deadline + 10, "the finished call stayed in flight"
+        time.sleep(0.05)
