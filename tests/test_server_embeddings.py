@@ -22,6 +22,7 @@ from memoryd.v1 import memory_pb2 as pb
 from memoryd.v1 import memory_pb2_grpc
 from memoryd.v1 import search_pb2 as spb
 from memoryd_server.config import Settings
+from tests import prometheus_scrape
 from tests.conftest import ADMIN_SECRET, ServerThread, TenantKeys, assert_status, create_tenant_keys
 from tests.embedding_servers import DIM, EXTERNAL_MODEL, LOCAL_MODEL, register_external_model
 
@@ -107,6 +108,24 @@ def test_a_text_only_memory_is_embedded_by_the_server(mem: Memories) -> None:
     stored = mem.get(created.id)
     assert len(stored.embedding) == DIM
     assert np.linalg.norm(stored.embedding) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_embedding_batches_show_in_metrics(mem: Memories, embed_server: ServerThread) -> None:
+    """Each model call counts its texts and time in /metrics (memoryd_embedding_batch_*)."""
+    port = embed_server.app.metrics_port
+    assert port is not None
+    before = prometheus_scrape.scrape(port)
+    mem.create("The ferry to Cíes leaves Vigo at nine")
+    mem.search(query_text="when does the boat to the islands go?")
+    after = prometheus_scrape.scrape(port)
+
+    def moved(name: str) -> float:
+        return prometheus_scrape.total(after, name) - prometheus_scrape.total(before, name)
+
+    # Other servers of this process embed too (a shared registry): at least these two calls.
+    assert moved("memoryd_embedding_batch_size_count") >= 2
+    assert moved("memoryd_embedding_batch_size_sum") >= 2
+    assert moved("memoryd_embedding_batch_seconds_sum") > 0
 
 
 def test_a_question_recalls_by_meaning_with_no_shared_word(mem: Memories) -> None:
