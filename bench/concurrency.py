@@ -28,7 +28,6 @@ import asyncio
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,9 +46,8 @@ from psycopg import sql
 
 from bench import datasets
 from memoryd.v1 import conversation_pb2 as cpb
-from memoryd.v1 import conversation_pb2_grpc
+from memoryd.v1 import conversation_pb2_grpc, memory_pb2_grpc
 from memoryd.v1 import memory_pb2 as pb
-from memoryd.v1 import memory_pb2_grpc
 from memoryd_server.database import APP_ROLE, EmbeddedDatabase
 from memoryd_server.ids import uuid7
 from memoryd_server.memories.models import ns_path

@@ -130,13 +130,16 @@ class Pool(AsyncConnectionPool):
         super().__init__(*args, **kwargs)
         self.availability = availability
 
-    async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - psycopg's signature
+    async def getconn(self, timeout: float | None = None, *, check: bool = True) -> Any:  # noqa: ASYNC109 - psycopg's signature
+        """A connection; with ``check`` False, unchecked (the caller retries if broken)."""
         self.availability.raise_if_down()
         for attempt in range(2):
             if self.get_stats().get("pool_available", 0):
                 conn = await super().getconn(timeout)
             else:
                 conn = await self.availability.unless_down(super().getconn(timeout))
+            if not check:
+                return conn
             try:
                 await self.check_connection(conn)
             except Exception:  # noqa: BLE001 - broken: putconn discards it

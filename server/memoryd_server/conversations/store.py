@@ -17,7 +17,7 @@ from memoryd_server.conversations.models import (
     ConversationFilter,
     NewConversation,
 )
-from memoryd_server.database import transaction
+from memoryd_server.database import read, transaction
 from memoryd_server.errors import Aborted, AlreadyExists, NotFound
 
 Conn = AsyncConnection[Any]
@@ -136,11 +136,14 @@ async def get_conversation(
     pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str
 ) -> Conversation:
     """The conversation, or NOT_FOUND."""
-    async with transaction(pool, tenant_id) as conn:
-        found = await select_conversation(conn, tenant_id, conversation_id)
-    if found is None:
+    query = sql.SQL(
+        "SELECT {cols} FROM conversations WHERE tenant_id = %(tenant)s AND id = %(id)s"
+    ).format(cols=CONVERSATION_COLUMNS)
+    params = {"tenant": tenant_id, "id": conversation_id}
+    [rows] = await read(pool, tenant_id, [(query, params)], row_factory=class_row(Conversation))
+    if not rows:
         raise not_found(conversation_id)
-    return found
+    return rows[0]
 
 
 async def list_conversations(
