@@ -194,11 +194,15 @@ class Memoryd:
         access: AccessRecorder,
         credentials: grpc.ServerCredentials | None,
     ) -> grpc.aio.Server:
-        provider = configure_tracing(self.settings)
-        tracing = aio_server_interceptor(tracer_provider=provider)  # type: ignore[no-untyped-call]
+        # Spans only when they go somewhere: unexported, they cost every call
+        # about a tenth of a millisecond of CPU for nothing.
+        tracing: list[grpc.aio.ServerInterceptor] = []
+        if self.settings.otlp_endpoint:
+            provider = configure_tracing(self.settings)
+            tracing.append(aio_server_interceptor(tracer_provider=provider))  # type: ignore[no-untyped-call]
         server = grpc.aio.server(
             interceptors=[
-                tracing,
+                *tracing,
                 AccessLogInterceptor(),
                 self._drain,
                 DeadlineInterceptor(),

@@ -51,7 +51,7 @@ MESSAGE_COLUMNS = sql.SQL(
 # One row per message, oldest first, each with the conversation's count and
 # summary; a conversation without messages gives one row of NULL messages,
 # and none at all when it does not exist.
-CONTEXT_WINDOW_QUERY = sql.SQL(
+CONTEXT_WINDOW_QUERY = sql.SQL(sql.SQL(
     "WITH conv AS MATERIALIZED (SELECT message_count, summary FROM conversations"
     " WHERE tenant_id = %(tenant)s AND id = %(conversation)s),"
     " pinned AS MATERIALIZED (SELECT m.seq, m.token_count FROM messages m, conv"
@@ -71,7 +71,8 @@ CONTEXT_WINDOW_QUERY = sql.SQL(
     " (SELECT m.* FROM kept JOIN messages m ON m.tenant_id = %(tenant)s"
     " AND m.conversation_id = %(conversation)s AND m.seq = kept.seq) m ON TRUE ORDER BY m.seq"
 ).format(cols=sql.SQL(", ").join(sql.SQL("m.") + sql.Identifier(c.strip())
-                                 for c in MESSAGE_COLUMNS.as_string().split(",")))  # fmt: skip
+                                 for c in MESSAGE_COLUMNS.as_string().split(",")))
+    .as_string())  # fmt: skip
 
 
 async def _select_messages(

@@ -30,6 +30,13 @@ CONVERSATION_COLUMNS = sql.SQL(
 )
 
 
+_SELECT_CONVERSATION = sql.SQL(
+    sql.SQL("SELECT {cols} FROM conversations WHERE tenant_id = %(tenant)s AND id = %(id)s")
+    .format(cols=CONVERSATION_COLUMNS)
+    .as_string()
+)
+
+
 def not_found(conversation_id: str) -> NotFound:
     return NotFound(f"conversation {conversation_id!r} does not exist")
 
@@ -136,9 +143,7 @@ async def get_conversation(
     pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str
 ) -> Conversation:
     """The conversation, or NOT_FOUND."""
-    query = sql.SQL(
-        "SELECT {cols} FROM conversations WHERE tenant_id = %(tenant)s AND id = %(id)s"
-    ).format(cols=CONVERSATION_COLUMNS)
+    query = _SELECT_CONVERSATION
     params = {"tenant": tenant_id, "id": conversation_id}
     [rows] = await read(pool, tenant_id, [(query, params)], row_factory=class_row(Conversation))
     if not rows:
