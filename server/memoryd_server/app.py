@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
+from collections.abc import Callable
 
 import grpc
 import grpc.aio
@@ -71,8 +72,11 @@ SERVICE_NAMES = (
 class Memoryd:
     """One running server: call ``start()``, then ``stop()`` (or use ``serve``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, worker: int | None = None) -> None:
         self.settings = settings
+        # Under a supervisor (MEMORYD_WORKERS > 1): this process's index. Workers
+        # share the port, and only worker 0 runs the host-wide background work.
+        self.worker = worker
         self.port = 0
         # The libpq URI in use once started (the embedded server's, if embedded).
         self.database_url: str | None = None
@@ -136,19 +140,24 @@ class Memoryd:
         self._server = self._build_server(self._pool, PageTokens(secret), access, credentials)
         await self._server.start()
         await self._set_serving(True)
+        # Every process watches its own pool and flushes the hits it noted.
         self._tasks = [
             asyncio.create_task(self._watch_database(), name="memoryd-health"),
-            asyncio.create_task(self._expire_idempotency_keys(), name="memoryd-idempotency"),
-            asyncio.create_task(self._expire_memories(), name="memoryd-memory-expiry"),
             asyncio.create_task(access.run(), name="memoryd-access"),
-            asyncio.create_task(self._embed_messages(), name="memoryd-message-embedding"),
         ]
+        if not self.worker:  # once per host: alone, or worker 0
+            self._tasks += [
+                asyncio.create_task(self._expire_idempotency_keys(), name="memoryd-idempotency"),
+                asyncio.create_task(self._expire_memories(), name="memoryd-memory-expiry"),
+                asyncio.create_task(self._embed_messages(), name="memoryd-message-embedding"),
+            ]
         log.info(
             "serving",
             addr=self.settings.addr,
             port=self.port,
             pid=os.getpid(),
             tls=self.settings.tls_mode,
+            worker=self.worker,
             auth="on" if self.settings.auth_enabled else "off",
         )
         return self.port
@@ -211,7 +220,9 @@ class Memoryd:
             ],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_receive_bytes),
-                ("grpc.so_reuseport", 0),
+                # Workers share their supervisor's port; a lone server must not
+                # share it with anyone (a second server fails to start instead).
+                ("grpc.so_reuseport", 0 if self.worker is None else 1),
                 # Soft limit = hard limit: between the two gRPC refuses calls at
                 # random, so an oversized authorization header got a random status.
                 ("grpc.max_metadata_size", MAX_METADATA_BYTES),
@@ -365,15 +376,23 @@ def _probe_dimension(embedder: Embedder) -> int:
         ) from None
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down in order."""
-    app = Memoryd(settings)
+async def serve(
+    settings: Settings, *, worker: int | None = None, ready: Callable[[], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order.
+
+    ``worker`` and ``ready`` are the supervisor's (supervisor.py): this
+    process's index, and what to call once it serves.
+    """
+    app = Memoryd(settings, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await app.start()
+        if ready is not None:
+            ready()
         await stop.wait()
     finally:
         await app.stop()

@@ -19,6 +19,7 @@ from memoryd_server.embeddings import cli as embeddings_cli
 from memoryd_server.portability import PortabilityError, peers
 from memoryd_server.portability.export import export_tenant
 from memoryd_server.portability.importer import DEFAULT_BATCH_SIZE, import_tenant
+from memoryd_server.supervisor import Supervisor
 from memoryd_server.telemetry import configure_logging
 
 T = TypeVar("T")
@@ -174,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
+        if args.command == "serve" and settings.worker_count > 1:
+            return Supervisor(settings).run()
         if args.command == "serve":
             asyncio.run(serve(settings))
         elif args.command == "export":
