@@ -13,8 +13,11 @@ import grpc
 from memoryd.v1 import conversation_pb2 as pb
 from memoryd.v1 import conversation_pb2_grpc as pb_grpc
 from memoryd_server import crash_leftovers
-from tests.test_startup import Memoryd, _wait_for, memoryd_serve, pg_dir  # noqa: F401 - the fixture
+from tests import test_startup
+from tests.test_startup import Memoryd, _wait_for, memoryd_serve
 
+# test_startup's fixture: a data directory outside pytest's tmp tree.
+pg_dir = test_startup.pg_dir
 WORKERS = "2"
 # Connections the kernel spreads over the workers at random: the chance that
 # this many all land on one of two is 2 * 2**-40.
@@ -66,7 +69,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_two_workers_serve_on_one_port_and_stop_together(tmp_path: Path, pg_dir: Path) -> None:
-    """Both workers answer calls on the shared port; SIGTERM drains both, then the database stops."""
+    """Both workers answer on the shared port; SIGTERM drains both, then the database stops."""
     data_dir = pg_dir / "data"
     with memoryd_serve(data_dir, tmp_path / "memoryd.log", MEMORYD_WORKERS=WORKERS) as server:
         server.wait_serving()
