@@ -30,8 +30,9 @@ from typing import Any
 
 import structlog
 
-from memoryd_server.config import Settings
-from memoryd_server.database import EmbeddedDatabase, StartupError
+from memoryd_server import tls
+from memoryd_server.config import ConfigError, Settings
+from memoryd_server.database import EmbeddedDatabase, StartupError, redact
 
 log = structlog.get_logger("memoryd")
 
@@ -102,11 +103,16 @@ def _worker_main(settings: Settings, index: int, reports: Queue[tuple[str, int, 
     structlog.configure(processors=[processors[0], _add_worker(index), *processors[1:]])
     try:
         asyncio.run(serve(settings, worker=index, ready=lambda: reports.put(("ready", index, ""))))
-    except StartupError as exc:
+    except (ConfigError, StartupError) as exc:
         reports.put(("failed", index, str(exc)))
         sys.exit(2)
     except KeyboardInterrupt:
         pass
+    except Exception as exc:  # noqa: BLE001 - reported, without a traceback's local values
+        text = str(exc).strip()
+        detail = redact(text.splitlines()[0]) if text else ""
+        reports.put(("failed", index, f"worker {index}: {type(exc).__name__}: {detail}"))
+        sys.exit(1)
 
 
 class Supervisor:
@@ -119,6 +125,8 @@ class Supervisor:
         self._stopping = threading.Event()
         self._workers: dict[int, _Worker] = {}
         self._restarts: list[float] = []
+        self._ready: set[int] = set()
+        self._failures: list[tuple[int, str]] = []
         self._worker_settings = settings
 
     def _on_signal(self, signum: int, _: Any) -> None:
@@ -142,30 +150,44 @@ class Supervisor:
         assert process.pid is not None
         self._workers[index] = _Worker(index, process, process.pid)
 
-    def _await_ready(self, indices: range) -> None:
-        """Wait for workers ``indices`` to serve; StartupError if one cannot."""
-        waiting = set(indices)
+    def _await_first(self) -> None:
+        """Wait for worker 0 to serve; StartupError with its reason if it cannot."""
         deadline = time.monotonic() + START_SECONDS
-        while waiting and not self._stopping.is_set():
+        process = self._workers[0].process
+        while not self._stopping.is_set():
+            if self._ready or self._failures:
+                break
+            if not process.is_alive():
+                self._read_reports(wait=1.0)  # its reason may still be on the way
+                if not self._failures:
+                    message = f"worker 0 exited with code {process.exitcode} while starting"
+                    raise StartupError(message)
+                break
             if time.monotonic() > deadline:
-                raise StartupError(f"workers {sorted(waiting)} did not start within"
-                                   f" {START_SECONDS:.0f} s")  # fmt: skip
-            try:
-                kind, index, message = self._reports.get(timeout=0.2)
-            except queue.Empty:
-                for index in waiting:
-                    process = self._workers[index].process
-                    if not process.is_alive():
-                        raise StartupError(
-                            f"worker {index} exited with code {process.exitcode} while starting"
-                        ) from None
-                continue
-            if kind == "failed":
-                raise StartupError(message)
-            waiting.discard(index)
+                raise StartupError(f"worker 0 did not start within {START_SECONDS:.0f} s")
+            self._read_reports(wait=0.2)
+        if self._failures and not self._stopping.is_set():
+            raise StartupError(self._failures[0][1])
+
+    def _read_reports(self, wait: float) -> None:
+        """Collect the workers' reports, waiting at most ``wait`` seconds for the first."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                kind, index, message = self._reports.get(timeout=wait)
+                wait = 0.0
+                if kind == "ready":
+                    self._ready.add(index)
+                else:
+                    self._failures.append((index, message))
+                    log.error("worker_failed", worker=index, error=message)
 
     def _replace_dead(self) -> None:
-        """Report and restart workers that exited while not stopping."""
+        """Report and restart workers that exited while not stopping.
+
+        A worker other than the first that fails to start (the database went
+        away meanwhile) is restarted the same way, within the same limit.
+        """
+        self._read_reports(wait=0.0)
         for index, worker in list(self._workers.items()):
             if worker.process.is_alive() or self._stopping.is_set():
                 continue
@@ -193,6 +215,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Serve until SIGTERM/SIGINT; 0 after a clean stop. Raises StartupError."""
+        tls.server_credentials(self.settings)  # a bad file fails here, once, naming it
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         addr, holder = _bind_port(self.settings.addr)
@@ -214,10 +237,9 @@ class Supervisor:
             log.info("supervisor", addr=addr, workers=self.settings.worker_count,
                      pid=os.getpid())  # fmt: skip
             self._start(0)
-            self._await_ready(range(1))
+            self._await_first()
             for index in range(1, self.settings.worker_count):
                 self._start(index)
-            self._await_ready(range(1, self.settings.worker_count))
             while not self._stopping.wait(0.2):
                 self._replace_dead()
             return 0
