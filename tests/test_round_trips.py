@@ -118,3 +118,40 @@ def test_proxy_counts_each_wait(counted):
         ),
     )
     assert min(counts) >= 3, counts
+
+
+def test_reads_survive_psycopg_deallocating_prepared_statements(
+    test_settings: Settings, server_log: Path, uid: str
+) -> None:
+    """A read's prepared statements are made again after psycopg's DEALLOCATE ALL.
+
+    psycopg clears its own prepared statements (DEALLOCATE ALL) after a
+    ROLLBACK on a connection where it has some; with a pool of one connection
+    the writes below make it do so between two reads on the same connection.
+    """
+    del server_log
+    server = ServerThread(test_settings.replace(pool_min_size=1, pool_max_size=1))
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = conversation_pb2_grpc.ConversationServiceStub(channel)
+            conv = stub.CreateConversation(
+                cpb.CreateConversationRequest(conversation=cpb.Conversation(title=f"d-{uid}"))
+            ).conversation
+            get = cpb.GetConversationRequest(conversation_id=conv.id)
+            assert stub.GetConversation(get).conversation.title == f"d-{uid}"
+            # Enough of one write for psycopg to prepare its statements, then
+            # one that fails inside its transaction (NOT_FOUND) and so rolls back.
+            for i in range(6):
+                stub.CreateConversation(
+                    cpb.CreateConversationRequest(conversation=cpb.Conversation(title=f"{i}"))
+                )
+            with pytest.raises(grpc.RpcError) as err:
+                stub.DeleteConversation(
+                    cpb.DeleteConversationRequest(conversation_id=f"missing-{uid}")
+                )
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert stub.GetConversation(get).conversation.title == f"d-{uid}"
+            window = stub.GetContextWindow(cpb.GetContextWindowRequest(conversation_id=conv.id))
+            assert list(window.messages) == []
+    finally:
+        server.stop()

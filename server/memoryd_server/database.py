@@ -8,7 +8,7 @@ import re
 import time
 import urllib.parse
 import warnings
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +18,6 @@ import psycopg
 import structlog
 from pgvector.psycopg import register_vector_async
 from psycopg import sql
-from psycopg.abc import Params, Query
-from psycopg.rows import AsyncRowFactory, Row
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd_server import crash_leftovers
@@ -342,81 +340,6 @@ async def transaction(
         if isinstance(pool, Pool) and isinstance(exc.__cause__, psycopg.Error):
             await pool.availability.probe()
         raise
-
-
-def _declarations(local: Mapping[str, str]) -> sql.Composed:
-    """``SELECT set_config(k, v, true), ...`` with the values as literals."""
-    calls = sql.SQL(", ").join(
-        sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
-        for k, v in local.items()
-    )
-    return sql.SQL("SELECT {}").format(calls)
-
-
-async def _read_on(
-    conn: psycopg.AsyncConnection[Any],
-    local: Mapping[str, str],
-    statements: Sequence[tuple[Query, Params | None]],
-    row_factory: AsyncRowFactory[Row],
-) -> list[list[Row]]:
-    # PostgreSQL runs the statements of one simple-protocol message as one
-    # implicit transaction (autocommit: no BEGIN/COMMIT of psycopg's), so the
-    # settings declared first hold for the statements and end with them. That
-    # protocol takes no parameters: psycopg binds them client-side, quoted.
-    await conn.set_autocommit(True)
-    try:
-        cur = psycopg.AsyncClientCursor(conn, row_factory=row_factory)
-        parts = [_declarations(local).as_string(conn)]
-        parts.extend(cur.mogrify(query, params) for query, params in statements)
-        # Never prepared: one message of several statements cannot be.
-        await cur.execute("; ".join(parts), prepare=False)
-        results = []
-        for _ in statements:
-            cur.nextset()
-            results.append(await cur.fetchall())
-        return results
-    finally:
-        if not conn.broken:
-            await conn.set_autocommit(False)
-
-
-async def read(
-    pool: AsyncConnectionPool,
-    tenant_id: str | None,
-    statements: Sequence[tuple[Query, Params | None]],
-    *,
-    row_factory: AsyncRowFactory[Row],
-    settings: Mapping[str, str] | None = None,
-) -> list[list[Row]]:
-    """The rows of read-only ``statements``, in one network round trip.
-
-    The tenant (for row-level security) and ``settings`` are declared in the
-    same message, for these statements only, as ``transaction()`` does. A
-    pooled connection is not checked before use: one found broken (the
-    database restarted since it was last used) is replaced and the read,
-    which changes nothing, is sent again once the database answers.
-    """
-    local = dict(settings or {})
-    if tenant_id is not None:
-        local["memoryd.tenant"] = tenant_id
-    for attempt in range(2):
-        conn: psycopg.AsyncConnection[Any] | None = None
-        try:
-            with map_pg_errors():
-                getconn = pool.getconn(check=False) if isinstance(pool, Pool) else pool.getconn()
-                conn = await getconn
-                try:
-                    return await _read_on(conn, local, statements, row_factory)
-                finally:
-                    await pool.putconn(conn)
-        except Unavailable as exc:
-            if not (isinstance(pool, Pool) and isinstance(exc.__cause__, psycopg.Error)):
-                raise
-            # Down, or this connection alone broke: the probe tells which.
-            if not await pool.availability.probe() or attempt or conn is None or not conn.broken:
-                raise
-            await pool.check()  # drop the other broken idle connections
-    raise AssertionError("unreachable")
 
 
 async def read_or_create_secret(pool: AsyncConnectionPool, *, name: str, value: bytes) -> bytes:

@@ -25,9 +25,10 @@ from memoryd_server.conversations.store import (
     not_found,
     select_conversation,
 )
-from memoryd_server.database import read, transaction
+from memoryd_server.database import transaction
 from memoryd_server.errors import FailedPrecondition, NotFound, ResourceExhausted
 from memoryd_server.ids import uuid7
+from memoryd_server.reads import read
 
 Conn = AsyncConnection[Any]
 

@@ -17,8 +17,9 @@ from memoryd_server.conversations.models import (
     ConversationFilter,
     NewConversation,
 )
-from memoryd_server.database import read, transaction
+from memoryd_server.database import transaction
 from memoryd_server.errors import Aborted, AlreadyExists, NotFound
+from memoryd_server.reads import read
 
 Conn = AsyncConnection[Any]
 

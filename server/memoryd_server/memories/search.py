@@ -11,12 +11,12 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd_server import ranking
-from memoryd_server.database import read
 from memoryd_server.embeddings.registry import ModelSpace
 from memoryd_server.memories.filters import filter_condition
 from memoryd_server.memories.models import COLUMNS, Embedding, Memory, MemoryFilter
 from memoryd_server.memories.store import column_sql
 from memoryd_server.ranking import Query, Weights
+from memoryd_server.reads import read
 
 MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
