@@ -32,6 +32,7 @@ from memoryd_server.errors import Unavailable, map_pg_errors
 
 Statement = tuple[sql.Composable, Mapping[str, Any]]
 
+_PREPARABLE = ("SELECT", "WITH")
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 # Statements each pooled connection has prepared (by name); forgotten with it.
 _prepared: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
@@ -89,7 +90,8 @@ async def _read_on(
     new: list[str] = []
     for query, params in statements:
         text = query.as_string(conn)
-        if text in _unpreparable:
+        # PREPARE takes queries only (an EXPLAIN is sent as it is).
+        if text in _unpreparable or not text.lstrip().upper().startswith(_PREPARABLE):
             parts.append(cur.mogrify(text, params))
         else:
             form = _prepared_form(text)
