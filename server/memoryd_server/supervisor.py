@@ -39,10 +39,13 @@ log = structlog.get_logger("memoryd")
 # A worker that has not reported within this long counts as failed to start
 # (initdb, migrations and the local model's first load fit well within it).
 START_SECONDS = 300.0
-# More restarts than this within RESTART_WINDOW_SECONDS: something is wrong
-# with every worker (a bad setting, the machine), not with one; give up.
+# More restarts than this within RESTART_WINDOW_SECONDS with no worker left
+# serving: something is wrong with every worker (a bad setting, the machine),
+# not with one; give up. While one serves, the others are retried, backing
+# off up to MAX_BACKOFF_SECONDS (a database outage fails their starts).
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 30.0
 # After the grace period, how long a worker may take to release everything.
 EXIT_SECONDS = 15.0
 PR_SET_PDEATHSIG = 1
@@ -126,6 +129,8 @@ class Supervisor:
         self._workers: dict[int, _Worker] = {}
         self._restarts: list[float] = []
         self._ready: set[int] = set()
+        # When each dead worker was found dead (it restarts after a back-off).
+        self._exited: dict[int, float] = {}
         self._failures: list[tuple[int, str]] = []
         self._worker_settings = settings
 
@@ -184,22 +189,31 @@ class Supervisor:
     def _replace_dead(self) -> None:
         """Report and restart workers that exited while not stopping.
 
-        A worker other than the first that fails to start (the database went
-        away meanwhile) is restarted the same way, within the same limit.
+        A worker that fails to start (the database went away meanwhile) is
+        restarted the same way. Restarts back off (1, 2, 4, ... up to 30 s
+        while they keep failing); the server gives up only when no worker
+        is left serving and MAX_RESTARTS failed within RESTART_WINDOW_SECONDS.
         """
         self._read_reports(wait=0.0)
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_SECONDS]
         for index, worker in list(self._workers.items()):
             if worker.process.is_alive() or self._stopping.is_set():
                 continue
-            log.error("worker_exited", worker=index, pid=worker.pid, code=worker.process.exitcode)
-            now = time.monotonic()
-            self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW_SECONDS]
-            if len(self._restarts) >= MAX_RESTARTS:
+            if index not in self._exited:
+                self._exited[index] = now
+                log.error("worker_exited", worker=index, pid=worker.pid,
+                          code=worker.process.exitcode)  # fmt: skip
+            if now < self._exited[index] + min(2 ** len(self._restarts), MAX_BACKOFF_SECONDS) - 1:
+                continue
+            alive = any(w.process.is_alive() for w in self._workers.values())
+            if not alive and len(self._restarts) >= MAX_RESTARTS:
                 raise StartupError(
-                    f"workers died {MAX_RESTARTS} times within {RESTART_WINDOW_SECONDS:.0f} s;"
-                    " giving up"
+                    f"workers died {MAX_RESTARTS} times within {RESTART_WINDOW_SECONDS:.0f} s"
+                    " and none is serving; giving up"
                 )
             self._restarts.append(now)
+            del self._exited[index]
             self._start(index)
             log.info("worker_restarted", worker=index, pid=self._workers[index].pid)
 
