@@ -73,7 +73,6 @@ def main() -> None:
                 timings: dict[str, list[float]] = {
                     k: [] for k in ("rpc-short", "rpc-long", "sql-short", "sql-long")
                 }
-                counts = {"short": args.short, "long": args.long}
                 for _ in range(args.calls):
                     for name in ("short", "long"):
                         t0 = time.perf_counter()
@@ -88,9 +87,10 @@ def main() -> None:
                             {
                                 "tenant": DEFAULT_TENANT,
                                 "conversation": name,
-                                "last": counts[name],
                                 "limit": 20,
-                                "budget": None,
+                                "max_tokens": None,
+                                "system": False,
+                                "pins": 100,
                             },
                         ).fetchall()
                         timings[f"sql-{name}"].append(time.perf_counter() - t0)

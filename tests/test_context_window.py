@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
@@ -110,17 +111,53 @@ def test_system_message_inside_window_is_not_repeated(grpc_stub, uid):
     assert [m.seq for m in window.messages] == [1, 2, 3]
 
 
+def test_pinned_system_tokens_count_once(grpc_stub, uid):
+    """A pinned SYSTEM message inside the window takes its tokens from the budget once.
+
+    10 + 10 + system 50 + 10 tokens fit max_tokens 80 exactly: the whole
+    conversation comes back (the window used to count the 50 twice and return
+    60 tokens, omitting two messages).
+    """
+    conv = f"sys3-{uid}"
+    _conversation(
+        grpc_stub,
+        conv,
+        [
+            _msg(pb.MESSAGE_ROLE_USER, "a", 10),
+            _msg(pb.MESSAGE_ROLE_ASSISTANT, "b", 10),
+            _msg(pb.MESSAGE_ROLE_SYSTEM, "rules", 50),
+            _msg(pb.MESSAGE_ROLE_USER, "c", 10),
+        ],
+    )
+    window = _window(grpc_stub, conv, max_tokens=80, include_system_messages=True)
+    assert [m.seq for m in window.messages] == [1, 2, 3, 4]
+    assert (window.total_tokens, window.omitted_message_count) == (80, 0)
+    tight = _window(grpc_stub, conv, max_tokens=79, include_system_messages=True)
+    assert [m.seq for m in tight.messages] == [2, 3, 4]
+    assert (tight.total_tokens, tight.omitted_message_count) == (70, 1)
+
+
+def test_empty_and_missing_conversations(grpc_stub, uid):
+    """A conversation without messages gives an empty window; a missing one NOT_FOUND."""
+    created = grpc_stub.CreateConversation(
+        pb.CreateConversationRequest(conversation=pb.Conversation(title=f"e-{uid}"))
+    ).conversation
+    window = _window(grpc_stub, created.id, include_system_messages=True, max_tokens=10)
+    assert (list(window.messages), window.total_tokens, window.omitted_message_count) == ([], 0, 0)
+    with pytest.raises(grpc.RpcError) as err:
+        _window(grpc_stub, f"missing-{uid}")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert f"missing-{uid}" in err.value.details()
+
+
 def _explain(db, conv: str, limit: int, budget: int | None) -> dict:
-    last = db.execute(
-        "SELECT message_count FROM conversations WHERE tenant_id = %s AND id = %s",
-        (DEFAULT_TENANT, conv),
-    ).fetchone()[0]
     params = {
         "tenant": DEFAULT_TENANT,
         "conversation": conv,
-        "last": last,
         "limit": limit,
-        "budget": budget,
+        "max_tokens": budget,
+        "system": False,
+        "pins": 100,
     }
     query = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CONTEXT_WINDOW_QUERY.as_bytes(db)
     row = db.execute(query, params).fetchone()[0]
@@ -144,12 +181,15 @@ def test_window_on_long_conversation_is_an_index_range_scan(grpc_stub, db, uid):
     assert [m.seq for m in window.messages] == list(range(19_981, 20_001))
     assert window.omitted_message_count == 19_980
     plan_nodes = _nodes(_explain(db, conv, 20, None))
-    scans = [n for n in plan_nodes if n["Node Type"] in {"Index Scan", "Index Only Scan"}]
-    assert scans, plan_nodes
+    # The window's own scan: backward on the primary key, reading only its rows.
+    scans = [n for n in plan_nodes if n.get("Scan Direction") == "Backward"]
+    assert len(scans) == 1, plan_nodes
     assert scans[0]["Index Name"] == "messages_pkey"
-    assert scans[0]["Scan Direction"] == "Backward"
     assert scans[0]["Actual Rows"] <= 20
     assert not [n for n in plan_nodes if n["Node Type"] == "Seq Scan"]
+    # Every other messages scan reads at most the window's rows too.
+    reads = [n for n in plan_nodes if n.get("Relation Name") == "messages"]
+    assert all(n["Actual Rows"] * n["Actual Loops"] <= 20 for n in reads), reads
     budgeted = _nodes(_explain(db, conv, 1000, 30))
-    scan = next(n for n in budgeted if n["Node Type"] == "Index Scan")
+    scan = next(n for n in budgeted if n.get("Scan Direction") == "Backward")
     assert scan["Actual Rows"] <= 1000

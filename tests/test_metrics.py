@@ -208,6 +208,7 @@ def _serve_worker(pg_uri: str, multiproc: Path, log: Path) -> subprocess.Popen[b
     env.update(
         DATABASE_URL=pg_uri,
         MEMORYD_ADDR="127.0.0.1:0",
+        MEMORYD_WORKERS="1",  # each is one worker; the test plays the supervisor
         MEMORYD_AUTH="off",
         MEMORYD_EMBEDDING_DIM="384",
         MEMORYD_LOG_FORMAT="json",

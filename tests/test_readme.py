@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from memoryd_server.app import Memoryd
 from memoryd_server.config import ENVIRONMENT_VARIABLES, Settings
 from memoryd_server.welcome import welcome_text
 
@@ -238,7 +237,7 @@ def test_operator_commands_while_the_embedded_server_runs(
 def test_welcome_with_auth_on_shows_the_key_header() -> None:
     """With auth on, the suggested calls carry MEMORYD_API_KEY and tenants use the admin key."""
     settings = Settings(addr="0.0.0.0:50051", database_url="postgresql://u:secret@db/m")
-    text = welcome_text(Memoryd(settings))
+    text = welcome_text(settings, 0, None)
     assert "memoryd is serving on localhost:0" in text
     assert "  data:    postgresql://u:***@db/m (DATABASE_URL)" in text
     assert "secret" not in text

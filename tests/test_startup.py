@@ -141,16 +141,24 @@ class Memoryd:
 
 
 @contextmanager
-def memoryd_serve(data_dir: Path, log: Path) -> Iterator[Memoryd]:
-    """``memoryd serve`` on an embedded database in ``data_dir``; killed if still running."""
+def memoryd_serve(
+    data_dir: Path, log: Path, *, welcome: bool = False, **variables: str
+) -> Iterator[Memoryd]:
+    """``memoryd serve`` on an embedded database in ``data_dir``; killed if still running.
+
+    ``variables`` are further settings (MEMORYD_WORKERS=...); ``welcome`` adds
+    ``--welcome`` (what ./dev serve prints once healthy).
+    """
     addr = f"127.0.0.1:{_free_port()}"
     env = _env(
         MEMORYD_DATA_DIR=str(data_dir),
         MEMORYD_ADDR=addr,
         MEMORYD_SHUTDOWN_GRACE_SECONDS=str(GRACE_SECONDS),
+        **variables,
     )
     with log.open("wb") as stream:
-        process = subprocess.Popen([*MEMORYD, "serve"], env=env, stdout=stream, stderr=stream)
+        args = [*MEMORYD, "serve", *(["--welcome"] if welcome else [])]
+        process = subprocess.Popen(args, env=env, stdout=stream, stderr=stream)
         try:
             yield Memoryd(process, log, addr)
         finally:

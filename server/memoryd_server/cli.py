@@ -24,6 +24,7 @@ from memoryd_server.portability.importer import (
     ensure_tenant,
     import_tenant,
 )
+from memoryd_server.supervisor import Supervisor
 from memoryd_server.telemetry import configure_logging
 from memoryd_server.welcome import print_welcome
 
@@ -198,8 +199,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(os.environ)
         configure_logging(settings)
+        if args.command == "serve" and settings.worker_count > 1:
+            return Supervisor(settings, welcome=args.welcome).run()
         if args.command == "serve":
-            asyncio.run(serve(settings, print_welcome if args.welcome else None))
+            welcome = (
+                (lambda app: print_welcome(app.settings, app.port, app.metrics_port))
+                if args.welcome
+                else None
+            )
+            asyncio.run(serve(settings, welcome))
         elif args.command == "export":
             _export(settings, args)
         elif args.command == "import":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ class Settings:
     addr: str = "127.0.0.1:50051"
     database_url: str | None = None
     data_dir: Path = Path("memoryd-data")
+    # Server processes sharing the port; None: one per core this process may use.
+    workers: int | None = None
     pool_min_size: int = 1
     pool_max_size: int = 10
     max_content_bytes: int = 1024 * 1024
@@ -196,6 +199,17 @@ class Settings:
             )
 
     @property
+    def worker_count(self) -> int:
+        """How many server processes ``memoryd serve`` runs (MEMORYD_WORKERS)."""
+        if self.workers is not None:
+            return self.workers
+        return (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1
+        )
+
+    @property
     def embedded(self) -> bool:
         """True when the server runs its own PostgreSQL in ``data_dir``."""
         return self.database_url is None
@@ -319,6 +333,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_ADDR", "addr", str),
     ("DATABASE_URL", "database_url", str),
     ("MEMORYD_DATA_DIR", "data_dir", Path),
+    ("MEMORYD_WORKERS", "workers", _positive_int),
     ("MEMORYD_POOL_MIN_SIZE", "pool_min_size", _positive_int),
     ("MEMORYD_POOL_MAX_SIZE", "pool_max_size", _positive_int),
     ("MEMORYD_MAX_CONTENT_BYTES", "max_content_bytes", _positive_int),

@@ -118,6 +118,9 @@ def cursor_class(tracer: trace.Tracer | None) -> type[psycopg.AsyncCursor[Any]] 
         return None
 
     class InstrumentedCursor(psycopg.AsyncCursor[Any]):
+        # For SQL sent without this cursor (reads.py): see statement_of().
+        memoryd_tracer = tracer
+
         async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             with _statement(tracer, query, self):
                 return await super().execute(query, params, **kwargs)
@@ -129,9 +132,22 @@ def cursor_class(tracer: trace.Tracer | None) -> type[psycopg.AsyncCursor[Any]] 
     return InstrumentedCursor
 
 
+def statement_of(
+    conn: psycopg.AsyncConnection[Any], text: str
+) -> contextlib.AbstractContextManager[None]:
+    """Time and trace ``text`` as the pool's cursors would, for SQL sent another way.
+
+    ``text`` carries placeholders, never values: it is what the span shows.
+    """
+    factory = conn.cursor_factory
+    if not hasattr(factory, "memoryd_tracer"):
+        return contextlib.nullcontext()
+    return _statement(factory.memoryd_tracer, text, None)
+
+
 @contextlib.contextmanager
 def _statement(
-    tracer: trace.Tracer | None, query: Any, cursor: psycopg.AsyncCursor[Any]
+    tracer: trace.Tracer | None, query: Any, cursor: psycopg.AsyncCursor[Any] | None
 ) -> Iterator[None]:
     """Times one statement and, with a tracer, wraps it in a span."""
     start = time.perf_counter()
@@ -154,7 +170,7 @@ def _statement(
         metrics.statement(query, time.perf_counter() - start)
 
 
-def _text(query: Any, cursor: psycopg.AsyncCursor[Any]) -> str:
+def _text(query: Any, cursor: psycopg.AsyncCursor[Any] | None) -> str:
     """The statement's SQL with its placeholders (``%(name)s``), never parameter values."""
     if isinstance(query, bytes):
         return query.decode("utf-8", "replace")

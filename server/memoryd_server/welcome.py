@@ -7,24 +7,23 @@ import shlex
 import sys
 from typing import TextIO
 
-from memoryd_server.app import Memoryd
+from memoryd_server.config import Settings
 from memoryd_server.database import redact
 
 # Listening on every interface: this machine reaches it as localhost.
 _ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]"})  # noqa: S104 - compared, never bound
 
 
-def welcome_text(app: Memoryd) -> str:
+def welcome_text(settings: Settings, port: int, metrics_port: int | None) -> str:
     """Where the server listens, its data, its auth mode, and three commands to try.
 
     The commands go through ``./dev`` (``memoryd`` and ``grpcurl`` live in the
     project's virtual environment, not on PATH) and work as printed.
     """
-    settings = app.settings
     host = settings.addr.rpartition(":")[0]
     if settings.loopback_only or host in _ANY_ADDRESS:
         host = "localhost"
-    target = f"{host}:{app.port}"
+    target = f"{host}:{port}"
     tls = "" if settings.tls_mode == "off" else f" --cacert {shlex.quote(str(settings.tls_cert))}"
     plain = "-plaintext " if settings.tls_mode == "off" else tls.lstrip() + " "
     if settings.embedded:
@@ -51,8 +50,8 @@ def welcome_text(app: Memoryd) -> str:
         }
     )
     metrics = "off (MEMORYD_METRICS_ADDR)"
-    if settings.metrics_addr is not None and app.metrics_port is not None:
-        metrics = f"http://{settings.metrics_addr.rpartition(':')[0]}:{app.metrics_port}/metrics"
+    if settings.metrics_addr is not None and metrics_port is not None:
+        metrics = f"http://{settings.metrics_addr.rpartition(':')[0]}:{metrics_port}/metrics"
     return "\n".join(
         [
             "",
@@ -71,6 +70,8 @@ def welcome_text(app: Memoryd) -> str:
     )
 
 
-def print_welcome(app: Memoryd, stream: TextIO | None = None) -> None:
+def print_welcome(
+    settings: Settings, port: int, metrics_port: int | None, stream: TextIO | None = None
+) -> None:
     """Print ``welcome_text`` to stderr (beside the log, away from any piped output)."""
-    print(welcome_text(app), file=stream or sys.stderr, flush=True)
+    print(welcome_text(settings, port, metrics_port), file=stream or sys.stderr, flush=True)

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from psycopg import AsyncConnection, sql
-from psycopg.rows import class_row
+from psycopg.rows import class_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -28,6 +28,7 @@ from memoryd_server.conversations.store import (
 from memoryd_server.database import transaction
 from memoryd_server.errors import FailedPrecondition, NotFound, ResourceExhausted
 from memoryd_server.ids import uuid7
+from memoryd_server.reads import read
 
 Conn = AsyncConnection[Any]
 
@@ -41,16 +42,38 @@ MESSAGE_COLUMNS = sql.SQL(
 )
 
 
-# The newest messages: a backward range scan of the messages primary key that
-# stops after %(limit)s rows, whatever the conversation's length; the token
-# budget then keeps the newest prefix whose running sum fits.
-CONTEXT_WINDOW_QUERY = sql.SQL(
-    "SELECT {cols} FROM (SELECT *, sum(token_count) OVER (ORDER BY seq DESC"
-    " ROWS UNBOUNDED PRECEDING) AS running FROM (SELECT * FROM messages"
-    " WHERE tenant_id = %(tenant)s AND conversation_id = %(conversation)s"
-    " AND seq <= %(last)s ORDER BY seq DESC LIMIT %(limit)s) AS recent) AS window_"
-    " WHERE %(budget)s::bigint IS NULL OR running <= %(budget)s::bigint ORDER BY seq"
-).format(cols=MESSAGE_COLUMNS)
+# The whole window in one statement, so in one snapshot: the conversation's
+# message_count bounds the window (appends going on cannot make the window and
+# its omitted count disagree); the newest %(limit)s messages come from a
+# backward range scan of the messages primary key, whatever the conversation's
+# length; with %(system)s the first SYSTEM messages are pinned. The token budget
+# keeps the newest prefix whose running sum fits, counting pinned messages once:
+# their tokens are taken off %(max_tokens)s and left out of the running sum.
+# One row per message, oldest first, each with the conversation's count and
+# summary; a conversation without messages gives one row of NULL messages,
+# and none at all when it does not exist.
+CONTEXT_WINDOW_QUERY = sql.SQL(sql.SQL(
+    "WITH conv AS MATERIALIZED (SELECT message_count, summary FROM conversations"
+    " WHERE tenant_id = %(tenant)s AND id = %(conversation)s),"
+    " pinned AS MATERIALIZED (SELECT m.seq, m.token_count FROM messages m, conv"
+    " WHERE %(system)s AND m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s"
+    " AND m.role = 'system' AND m.seq <= conv.message_count ORDER BY m.seq LIMIT %(pins)s),"
+    " recent AS (SELECT m.seq, m.token_count FROM messages m, conv"
+    " WHERE m.tenant_id = %(tenant)s AND m.conversation_id = %(conversation)s"
+    " AND m.seq <= conv.message_count ORDER BY m.seq DESC LIMIT %(limit)s),"
+    " running AS (SELECT r.seq, sum(CASE WHEN p.seq IS NULL THEN r.token_count ELSE 0 END)"
+    " OVER (ORDER BY r.seq DESC ROWS UNBOUNDED PRECEDING) AS tokens"
+    " FROM recent r LEFT JOIN pinned p USING (seq)),"
+    " kept AS (SELECT seq FROM running WHERE %(max_tokens)s::bigint IS NULL"
+    " OR tokens <= greatest(%(max_tokens)s::bigint"
+    " - (SELECT coalesce(sum(token_count), 0) FROM pinned), 0)"
+    " UNION SELECT seq FROM pinned)"
+    " SELECT conv.message_count, conv.summary, {cols} FROM conv LEFT JOIN"
+    " (SELECT m.* FROM kept JOIN messages m ON m.tenant_id = %(tenant)s"
+    " AND m.conversation_id = %(conversation)s AND m.seq = kept.seq) m ON TRUE ORDER BY m.seq"
+).format(cols=sql.SQL(", ").join(sql.SQL("m.") + sql.Identifier(c.strip())
+                                 for c in MESSAGE_COLUMNS.as_string().split(",")))
+    .as_string())  # fmt: skip
 
 
 async def _select_messages(
@@ -258,43 +281,24 @@ async def get_context_window(
 ) -> ContextWindow:
     """The newest messages within both limits, oldest first.
 
-    Reads the conversation's message_count first and bounds the window by it,
-    so the window and its omitted count agree even while appends go on.
+    One statement (CONTEXT_WINDOW_QUERY), so one round trip and one snapshot.
     """
-    async with transaction(pool, tenant_id) as conn:
-        conversation = await select_conversation(conn, tenant_id, conversation_id)
-        if conversation is None:
-            raise not_found(conversation_id)
-        last = conversation.message_count
-        pinned: list[Message] = []
-        if include_system_messages:
-            query = sql.SQL(
-                "SELECT {cols} FROM messages WHERE tenant_id = %s AND conversation_id = %s"
-                " AND role = 'system' AND seq <= %s ORDER BY seq LIMIT %s"
-            ).format(cols=MESSAGE_COLUMNS)
-            async with conn.cursor(row_factory=class_row(Message)) as cur:
-                await cur.execute(
-                    query, (tenant_id, conversation_id, last, MAX_PINNED_SYSTEM_MESSAGES)
-                )
-                pinned = await cur.fetchall()
-        budget = None
-        if max_tokens is not None:
-            budget = max(max_tokens - sum(m.token_count for m in pinned), 0)
-        params = {
-            "tenant": tenant_id,
-            "conversation": conversation_id,
-            "last": last,
-            "limit": max_messages,
-            "budget": budget,
-        }
-        async with conn.cursor(row_factory=class_row(Message)) as cur:
-            await cur.execute(CONTEXT_WINDOW_QUERY, params)
-            recent = await cur.fetchall()
-    oldest = recent[0].seq if recent else last + 1
-    messages = [m for m in pinned if m.seq < oldest] + recent
+    params = {
+        "tenant": tenant_id,
+        "conversation": conversation_id,
+        "limit": max_messages,
+        "max_tokens": max_tokens,
+        "system": include_system_messages,
+        "pins": MAX_PINNED_SYSTEM_MESSAGES,
+    }
+    [rows] = await read(pool, tenant_id, [(CONTEXT_WINDOW_QUERY, params)], row_factory=tuple_row)
+    if not rows:
+        raise not_found(conversation_id)
+    last, summary = rows[0][0], rows[0][1]
+    messages = [Message(*row[2:]) for row in rows if row[2] is not None]
     return ContextWindow(
         messages=messages,
-        summary=conversation.summary,
+        summary=summary,
         total_tokens=sum(m.token_count for m in messages),
         omitted_message_count=last - len(messages),
     )

@@ -19,6 +19,7 @@ from memoryd_server.conversations.models import (
 )
 from memoryd_server.database import transaction
 from memoryd_server.errors import Aborted, AlreadyExists, NotFound
+from memoryd_server.reads import read
 
 Conn = AsyncConnection[Any]
 
@@ -27,6 +28,13 @@ CONVERSATION_COLUMNS = sql.SQL(
     " message_count, total_input_tokens, total_output_tokens, last_message_time,"
     " last_activity_time, create_time, update_time, created_by, created_by_name, updated_by,"
     " updated_by_name"
+)
+
+
+_SELECT_CONVERSATION = sql.SQL(
+    sql.SQL("SELECT {cols} FROM conversations WHERE tenant_id = %(tenant)s AND id = %(id)s")
+    .format(cols=CONVERSATION_COLUMNS)
+    .as_string()
 )
 
 
@@ -136,11 +144,12 @@ async def get_conversation(
     pool: AsyncConnectionPool, *, tenant_id: str, conversation_id: str
 ) -> Conversation:
     """The conversation, or NOT_FOUND."""
-    async with transaction(pool, tenant_id) as conn:
-        found = await select_conversation(conn, tenant_id, conversation_id)
-    if found is None:
+    query = _SELECT_CONVERSATION
+    params = {"tenant": tenant_id, "id": conversation_id}
+    [rows] = await read(pool, tenant_id, [(query, params)], row_factory=class_row(Conversation))
+    if not rows:
         raise not_found(conversation_id)
-    return found
+    return rows[0]
 
 
 async def list_conversations(

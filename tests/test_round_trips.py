@@ -1,0 +1,157 @@
+"""Database round trips per read RPC, counted by a proxy on the database's socket."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from memoryd.v1 import conversation_pb2 as cpb
+from memoryd.v1 import conversation_pb2_grpc, memory_pb2_grpc
+from memoryd.v1 import memory_pb2 as pb
+from memoryd_server.config import Settings
+from tests.conftest import ServerThread
+from tests.roundtrips import RoundTripProxy
+
+# Searches note their hits for a flush about once a second, which makes round
+# trips of its own; one call of CALLS may share its window with one.
+CALLS = 10
+
+
+@pytest.fixture(scope="module")
+def counted(pg_uri: str, test_settings: Settings, server_log: Path) -> Iterator[
+    tuple[RoundTripProxy, grpc.Channel]
+]:  # fmt: skip
+    """A memoryd whose every database byte passes the proxy, and a channel to it."""
+    del server_log
+    # A short directory: a Unix socket's path is limited to about 100 bytes.
+    with tempfile.TemporaryDirectory(prefix="rt-", dir="/tmp") as tmp:
+        proxy = RoundTripProxy(pg_uri, Path(tmp))
+        # No health rounds or expiry sweeps during the count.
+        settings = test_settings.replace(
+            database_url=proxy.uri, health_interval_seconds=600, expiry_interval_seconds=600
+        )
+        server = ServerThread(settings)
+        try:
+            with grpc.insecure_channel(server.addr) as channel:
+                yield proxy, channel
+        finally:
+            server.stop()
+            proxy.close()
+
+
+def per_call(proxy: RoundTripProxy, call: Callable[[], Any]) -> list[int]:
+    """Round trips of each of CALLS calls (after one to warm the pool up)."""
+    call()
+    counts = []
+    for _ in range(CALLS):
+        before = proxy.count()
+        call()
+        counts.append(proxy.count() - before)
+    return counts
+
+
+def test_read_rpcs_take_one_round_trip(counted, uid):
+    """GetConversation, GetContextWindow and SearchMemories each send one message and wait once."""
+    proxy, channel = counted
+    conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
+    memories = memory_pb2_grpc.MemoryServiceStub(channel)
+    conv = f"rt-{uid}"
+    conversations.AppendMessages(
+        cpb.AppendMessagesRequest(
+            conversation_id=conv,
+            create_if_missing=True,
+            messages=[
+                cpb.Message(role=cpb.MESSAGE_ROLE_SYSTEM, content="rules", token_count=5),
+                cpb.Message(role=cpb.MESSAGE_ROLE_USER, content="héllo", token_count=2),
+            ],
+        )
+    )
+    vector = [1.0] + [0.0] * 383
+    # More memories than the search's candidate depth (20), or it falls back to
+    # an exact search in a second round trip, as it should when the index
+    # yields too few.
+    memories.BatchCreateMemories(
+        pb.BatchCreateMemoriesRequest(
+            memories=[
+                pb.Memory(
+                    namespace=["rt", uid],
+                    content="round trip" if i == 0 else f"other {i}",
+                    embedding=[1.0, i / 10] + [0.0] * 382,
+                )
+                for i in range(30)
+            ]
+        )
+    )
+    window = cpb.GetContextWindowRequest(
+        conversation_id=conv, include_system_messages=True, max_tokens=100
+    )
+    search = pb.SearchMemoriesRequest(query_embedding=vector, top_k=3)
+    counts = {
+        "GetConversation": per_call(
+            proxy,
+            lambda: conversations.GetConversation(cpb.GetConversationRequest(conversation_id=conv)),
+        ),
+        "GetContextWindow": per_call(proxy, lambda: conversations.GetContextWindow(window)),
+        "SearchMemories": per_call(proxy, lambda: memories.SearchMemories(search)),
+    }
+    assert conversations.GetContextWindow(window).total_tokens == 7
+    assert memories.SearchMemories(search).results[0].memory.content == "round trip"
+    assert {name: c.count(1) >= CALLS - 1 for name, c in counts.items()} == dict.fromkeys(
+        counts, True
+    ), counts
+    assert {name: min(c) for name, c in counts.items()} == dict.fromkeys(counts, 1), counts
+
+
+def test_proxy_counts_each_wait(counted):
+    """The counter itself: a write transaction's BEGIN, statements and COMMIT count apart."""
+    proxy, channel = counted
+    conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
+    counts = per_call(
+        proxy,
+        lambda: conversations.CreateConversation(
+            cpb.CreateConversationRequest(conversation=cpb.Conversation(title="ünïcode"))
+        ),
+    )
+    assert min(counts) >= 3, counts
+
+
+def test_reads_survive_psycopg_deallocating_prepared_statements(
+    test_settings: Settings, server_log: Path, uid: str
+) -> None:
+    """A read's prepared statements are made again after psycopg's DEALLOCATE ALL.
+
+    psycopg clears its own prepared statements (DEALLOCATE ALL) after a
+    ROLLBACK on a connection where it has some; with a pool of one connection
+    the writes below make it do so between two reads on the same connection.
+    """
+    del server_log
+    server = ServerThread(test_settings.replace(pool_min_size=1, pool_max_size=1))
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = conversation_pb2_grpc.ConversationServiceStub(channel)
+            conv = stub.CreateConversation(
+                cpb.CreateConversationRequest(conversation=cpb.Conversation(title=f"d-{uid}"))
+            ).conversation
+            get = cpb.GetConversationRequest(conversation_id=conv.id)
+            assert stub.GetConversation(get).conversation.title == f"d-{uid}"
+            # Enough of one write for psycopg to prepare its statements, then
+            # one that fails inside its transaction (NOT_FOUND) and so rolls back.
+            for i in range(6):
+                stub.CreateConversation(
+                    cpb.CreateConversationRequest(conversation=cpb.Conversation(title=f"{i}"))
+                )
+            with pytest.raises(grpc.RpcError) as err:
+                stub.DeleteConversation(
+                    cpb.DeleteConversationRequest(conversation_id=f"missing-{uid}")
+                )
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            assert stub.GetConversation(get).conversation.title == f"d-{uid}"
+            window = stub.GetContextWindow(cpb.GetContextWindowRequest(conversation_id=conv.id))
+            assert list(window.messages) == []
+    finally:
+        server.stop()
