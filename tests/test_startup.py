@@ -141,13 +141,17 @@ class Memoryd:
 
 
 @contextmanager
-def memoryd_serve(data_dir: Path, log: Path) -> Iterator[Memoryd]:
-    """``memoryd serve`` on an embedded database in ``data_dir``; killed if still running."""
+def memoryd_serve(data_dir: Path, log: Path, **settings: str) -> Iterator[Memoryd]:
+    """``memoryd serve`` on an embedded database in ``data_dir``; killed if still running.
+
+    ``settings`` are further environment variables (MEMORYD_*) of the server.
+    """
     addr = f"127.0.0.1:{_free_port()}"
     env = _env(
         MEMORYD_DATA_DIR=str(data_dir),
         MEMORYD_ADDR=addr,
         MEMORYD_SHUTDOWN_GRACE_SECONDS=str(GRACE_SECONDS),
+        **settings,
     )
     with log.open("wb") as stream:
         process = subprocess.Popen([*MEMORYD, "serve"], env=env, stdout=stream, stderr=stream)

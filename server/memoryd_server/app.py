@@ -26,6 +26,7 @@ from memoryd.v1 import (
 )
 from memoryd_server import database, idempotency, tls
 from memoryd_server.admin.servicer import AdminServicer
+from memoryd_server.admission import AdmissionInterceptor
 from memoryd_server.auth.interceptor import AuthInterceptor
 from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.availability import Availability
@@ -201,6 +202,7 @@ class Memoryd:
                 tracing,
                 AccessLogInterceptor(),
                 self._drain,
+                AdmissionInterceptor(self.settings),
                 DeadlineInterceptor(),
                 AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
                 ErrorInterceptor(RequestSizes(self.settings)),
@@ -278,7 +280,13 @@ class Memoryd:
                     with contextlib.suppress(Exception):
                         await pool.check()
                 availability.mark_up()
-            await self._set_serving(not availability.down and await database.ping(self._pool))
+            # A ping that finds no free pooled connection in time means load, not
+            # an outage, when a direct connection answers (issue 12: health
+            # flipped to NOT_SERVING under overload).
+            await self._set_serving(
+                not availability.down
+                and (await database.ping(self._pool) or await availability.probe())
+            )
 
     async def _expire_idempotency_keys(self) -> None:
         assert self._upkeep_pool is not None

@@ -1,0 +1,228 @@
+"""Goodput and latency at 4x the sustained rate, with admission control off and on.
+
+Usage: python -m bench.overload [--seconds 30] [--overload 4] [--deadline 2]
+
+For each mode (``off``: MEMORYD_MAX_CONCURRENT_CALLS=0, the server before
+admission control; ``on``: the defaults) it starts a ``memoryd serve``
+process on one embedded PostgreSQL and, for AppendMessages and
+GetContextWindow in turn, measures:
+
+- the unloaded p99: one caller, one call at a time;
+- the sustained rate: closed loop, ``--callers`` callers back to back;
+- open loop at ``--overload`` times that rate for ``--seconds``: calls are sent
+  on schedule whatever the answers (as independent agents do), each with a
+  ``--deadline`` s deadline, from two load processes.
+
+It prints goodput (OK calls per second over the sustained rate), the p50/p99
+of the OK calls over the unloaded p99, and the status codes seen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from memoryd.v1 import conversation_pb2 as pb
+from memoryd.v1 import conversation_pb2_grpc as pb_grpc
+
+CONVERSATIONS = 64  # appends spread over them, as many agents would
+WINDOW_MESSAGES = 200
+LOAD_PROCESSES = 2
+
+Result = tuple[str, float]  # (status code name, seconds)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def memoryd(data_dir: Path, log: Path, **env: str) -> Iterator[str]:
+    """A ``memoryd serve`` process on the embedded database in ``data_dir``; its address."""
+    addr = f"127.0.0.1:{_free_port()}"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MEMORYD_")}
+    environ.update(MEMORYD_DATA_DIR=str(data_dir), MEMORYD_ADDR=addr, MEMORYD_LOG_FORMAT="json")
+    environ.update(env)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "memoryd_server", "serve"], env=environ, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 180
+        with grpc.insecure_channel(addr) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"memoryd did not start; see {log}")
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                        break
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        yield addr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+def _request(method: str, i: int) -> Any:
+    if method == "AppendMessages":
+        return pb.AppendMessagesRequest(
+            conversation_id=f"append-{i % CONVERSATIONS}",
+            create_if_missing=True,
+            messages=[pb.Message(role=pb.MESSAGE_ROLE_USER, content=f"turn {i} " * 20)],
+        )
+    return pb.GetContextWindowRequest(conversation_id="window", max_messages=20)
+
+
+async def _one(
+    stub: pb_grpc.ConversationServiceStub, method: str, i: int, deadline: float
+) -> Result:
+    call: Callable[..., Any] = getattr(stub, method)
+    start = time.perf_counter()
+    try:
+        await call(_request(method, i), timeout=deadline)
+        code = "OK"
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code().name
+    return code, time.perf_counter() - start
+
+
+async def _closed(addr: str, method: str, callers: int, seconds: float) -> list[Result]:
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = pb_grpc.ConversationServiceStub(channel)
+        until = time.perf_counter() + seconds
+        results: list[Result] = []
+
+        async def caller(k: int) -> None:
+            i = k
+            while time.perf_counter() < until:
+                results.append(await _one(stub, method, i, 30.0))
+                i += callers
+
+        await asyncio.gather(*(caller(k) for k in range(callers)))
+        return results
+
+
+async def _open(
+    addr: str, method: str, rate: float, seconds: float, deadline: float
+) -> list[Result]:
+    """Calls sent at ``rate`` per second on schedule, whatever the answers."""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = pb_grpc.ConversationServiceStub(channel)
+        start = time.perf_counter()
+        tasks = []
+        i = 0
+        while (due := i / rate) < seconds:
+            delay = start + due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(_one(stub, method, i, deadline)))
+            i += 1
+        return list(await asyncio.gather(*tasks))
+
+
+def _open_process(args: tuple[str, str, float, float, float]) -> list[Result]:
+    return asyncio.run(_open(*args))
+
+
+def _p(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+def _prepare(addr: str) -> None:
+    with grpc.insecure_channel(addr) as channel:
+        stub = pb_grpc.ConversationServiceStub(channel)
+        stub.AppendMessages(
+            pb.AppendMessagesRequest(
+                conversation_id="window",
+                create_if_missing=True,
+                messages=[
+                    pb.Message(role=pb.MESSAGE_ROLE_USER, content=f"message {i} " * 8)
+                    for i in range(WINDOW_MESSAGES)
+                ],
+            ),
+            timeout=30,
+        )
+
+
+def measure(addr: str, method: str, args: argparse.Namespace) -> dict[str, Any]:
+    unloaded = asyncio.run(_closed(addr, method, 1, 5.0))
+    unloaded_p99 = _p([s for c, s in unloaded if c == "OK"], 0.99)
+    closed = asyncio.run(_closed(addr, method, args.callers, 10.0))
+    sustained = sum(c == "OK" for c, _ in closed) / 10.0
+    rate = sustained * args.overload
+    with multiprocessing.get_context("spawn").Pool(LOAD_PROCESSES) as pool:
+        parts = pool.map(
+            _open_process,
+            [(addr, method, rate / LOAD_PROCESSES, args.seconds, args.deadline)] * LOAD_PROCESSES,
+        )
+    results = [r for part in parts for r in part]
+    ok = [s for c, s in results if c == "OK"]
+    codes = collections.Counter(c for c, _ in results)
+    shed = [s for c, s in results if c == "RESOURCE_EXHAUSTED"]
+    return {
+        "sustained": sustained,
+        "goodput": len(ok) / args.seconds / sustained,
+        "unloaded_p99_ms": unloaded_p99 * 1000,
+        "p50_ratio": _p(ok, 0.5) / unloaded_p99,
+        "p99_ratio": _p(ok, 0.99) / unloaded_p99,
+        "shed_p99_ms": _p(shed, 0.99) * 1000,
+        "codes": dict(codes),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--overload", type=float, default=4.0)
+    parser.add_argument("--deadline", type=float, default=2.0)
+    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--modes", default="off,on")
+    parser.add_argument("--methods", default="AppendMessages,GetContextWindow")
+    args = parser.parse_args()
+    modes = {"off": {"MEMORYD_MAX_CONCURRENT_CALLS": "0"}, "on": {}}
+    with tempfile.TemporaryDirectory(prefix="memoryd-bench-") as tmp:
+        for mode in args.modes.split(","):
+            with memoryd(Path(tmp) / "data", Path(tmp) / "memoryd.log", **modes[mode]) as addr:
+                _prepare(addr)
+                for method in args.methods.split(","):
+                    m = measure(addr, method, args)
+                    print(
+                        f"{mode:3} {method:16} sustained {m['sustained']:7.1f}/s"
+                        f"  goodput at {args.overload:g}x {m['goodput']:6.1%}"
+                        f"  OK p50 {m['p50_ratio']:5.2f}x p99 {m['p99_ratio']:5.2f}x"
+                        f" unloaded p99 ({m['unloaded_p99_ms']:.1f} ms)"
+                        f"  shed p99 {m['shed_p99_ms']:.1f} ms  {m['codes']}",
+                        flush=True,
+                    )
+        log = (Path(tmp) / "memoryd.log").read_text().splitlines()
+        health = [line for line in log if '"event": "health"' in line]
+        down = sum('"serving": false' in line for line in health)
+        print(f"health changes logged: {len(health)} ({down} to NOT_SERVING)")
+
+
+if __name__ == "__main__":
+    main()
