@@ -95,6 +95,8 @@ class Memoryd:
         self.limiter = RateLimiter(settings)
         # Running calls, and the refusal of new ones once stopping.
         self._drain = Drain()
+        # Calls running and queued per method class; the excess is shed.
+        self._admission = AdmissionInterceptor(settings)
 
     async def start(self) -> int:
         """Start the database, migrate, open the pool and listen; returns the port."""
@@ -143,6 +145,7 @@ class Memoryd:
             asyncio.create_task(self._expire_memories(), name="memoryd-memory-expiry"),
             asyncio.create_task(access.run(), name="memoryd-access"),
             asyncio.create_task(self._embed_messages(), name="memoryd-message-embedding"),
+            asyncio.create_task(self._admission.run(), name="memoryd-admission"),
         ]
         log.info(
             "serving",
@@ -202,7 +205,7 @@ class Memoryd:
                 tracing,
                 AccessLogInterceptor(),
                 self._drain,
-                AdmissionInterceptor(self.settings),
+                self._admission,
                 DeadlineInterceptor(),
                 AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
                 ErrorInterceptor(RequestSizes(self.settings)),

@@ -93,6 +93,8 @@ class Settings:
     max_concurrent_calls: int | None = None
     max_queued_calls: int = 40
     max_queue_ms: float = 500.0
+    # How far behind the event loop may run before the limits are lowered (0: never).
+    max_lag_ms: float = 100.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -352,6 +354,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_MAX_CONCURRENT_CALLS", "max_concurrent_calls", _non_negative_int),
     ("MEMORYD_MAX_QUEUED_CALLS", "max_queued_calls", _non_negative_int),
     ("MEMORYD_MAX_QUEUE_MS", "max_queue_ms", _non_negative_float),
+    ("MEMORYD_MAX_LAG_MS", "max_lag_ms", _non_negative_float),
 )
 
 ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(var for var, _, _ in _VARIABLES)
