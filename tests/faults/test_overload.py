@@ -342,3 +342,42 @@ def test_an_open_loop_flood_past_capacity_is_shed_and_health_stays_serving(
     assert logged["RESOURCE_EXHAUSTED"] >= codes["RESOURCE_EXHAUSTED"]
     got = stub.GetConversation(pb.GetConversationRequest(conversation_id=conversation_id))
     assert got.conversation.message_count == 1 + codes["OK"]
+
+
+def test_health_stays_serving_while_every_pooled_connection_is_busy(
+    tmp_path: Path, pg_dir: Path, uid: str
+) -> None:
+    """Default settings: 10 appends held on a row lock take all 10 pooled connections for 3 s.
+
+    The health check's pooled ping then waits in vain; a direct connection
+    answering shows the database is up, so health stays SERVING (before:
+    NOT_SERVING under overload, and load balancers took the replica out).
+    """
+    with memoryd_serve(pg_dir / "data", tmp_path / "memoryd.log") as server:
+        server.wait_serving()
+        with grpc.insecure_channel(server.addr) as channel:
+            stub = pb_grpc.ConversationServiceStub(channel)
+            conversation_id = f"pool-{uid}"
+            stub.AppendMessages(_append(conversation_id), timeout=30)
+            with (
+                psycopg.connect(_postmaster_uri(pg_dir / "data")) as blocker,
+                psycopg.connect(_postmaster_uri(pg_dir / "data"), autocommit=True) as watcher,
+                ThreadPoolExecutor(10) as pool,
+            ):
+                blocker.execute(
+                    "SELECT 1 FROM conversations WHERE id = %s FOR UPDATE", (conversation_id,)
+                )
+                held = [pool.submit(_timed, stub, _append(conversation_id)) for _ in range(10)]
+                _wait_for(lambda: _lock_waiters(watcher) >= 10, 10, "10 appends holding the pool")
+                health = []
+                until = time.monotonic() + 3.0
+                while time.monotonic() < until:
+                    health.append(_health(server.addr))
+                    time.sleep(0.1)
+                blocker.rollback()
+                codes = [f.result(timeout=30)[0] for f in held]
+        events = server.events()
+    print(f"\nhealth while the pool was held: {collections.Counter(health)}")
+    assert codes == ["OK"] * 10
+    assert set(health) == {SERVING}
+    assert not [e for e in events if e.get("event") == "health" and e.get("serving") is False]
