@@ -109,13 +109,13 @@ def test_a_cancelled_waiter_gives_up_its_place_and_a_handed_slot() -> None:
     asyncio.run(run())
 
 
-def test_a_lagging_loop_cuts_the_limit_and_stops_queueing() -> None:
+def test_a_lagging_loop_stops_queueing() -> None:
     async def run() -> None:
         lag = LoopLag(max_lag=0.02)
-        gate = Gate(limit=10, queue=5, max_wait=10.0, lag=lag)
-        lag.scale = 0.2  # as after a few ticks behind: 2 of the 10 slots
+        gate = Gate(limit=2, queue=5, max_wait=10.0, lag=lag)
+        lag.lag = 0.05  # as after some ticks 50 ms late
         await gate.enter(None, 0.01)
-        await gate.enter(None, 0.01)
+        await gate.enter(None, 0.01)  # the limit still holds
         with pytest.raises(Overloaded, match="behind"):
             await gate.enter(None, 0.01)
         assert gate.queued == 0
@@ -124,9 +124,9 @@ def test_a_lagging_loop_cuts_the_limit_and_stops_queueing() -> None:
 
 
 def test_loop_lag_measures_a_blocked_loop() -> None:
-    """A loop blocked for 100 ms in a row is behind a 20 ms limit; the limits then recover."""
+    """A loop blocked for 100 ms at a time is behind a 20 ms limit; it catches up after."""
 
-    async def run() -> tuple[float, float]:
+    async def run() -> tuple[bool, bool]:
         lag = LoopLag(max_lag=0.02)
         task = asyncio.create_task(lag.run())
         await asyncio.sleep(0.05)
@@ -134,11 +134,11 @@ def test_loop_lag_measures_a_blocked_loop() -> None:
             time.sleep(0.1)  # noqa: ASYNC251 - blocking the loop is the point
             await asyncio.sleep(0)
         await asyncio.sleep(0.02)
-        cut = lag.scale
-        await asyncio.sleep(1.5)
+        behind = lag.behind
+        await asyncio.sleep(1.0)
         task.cancel()
-        return cut, lag.scale
+        return behind, lag.behind
 
-    cut, recovered = asyncio.run(run())
-    assert cut < 1.0
-    assert recovered > cut
+    behind, later = asyncio.run(run())
+    assert behind
+    assert not later

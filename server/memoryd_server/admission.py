@@ -52,33 +52,31 @@ MIN_RETRY_SECONDS = 0.01
 # measure in the smoothed lag that is compared with MEMORYD_MAX_LAG_MS.
 TICK_SECONDS = 0.01
 LAG_WEIGHT = 0.2
-# While behind, each tick cuts every class's limit by this factor; once caught
-# up, each tick gives back this fraction of the configured limit.
-LAG_DECREASE = 0.9
-LAG_INCREASE = 0.02
 
 
 class LoopLag:
-    """How late the event loop runs a timer, and the share of the limits it allows.
+    """How late the event loop runs a timer: whether the process's own CPU is the bottleneck.
 
-    gRPC hands the event loop one new call per turn, so when turns get slow
-    (the process's CPU is the bottleneck), calls wait inside gRPC before any
-    interceptor sees them, and a limit on running calls never fills. A loop
-    that is ``max_lag`` behind lowers every class's limit until it catches up.
+    gRPC hands the event loop one new call per turn, so when turns get slow,
+    calls wait inside gRPC before any interceptor sees them, and a limit on
+    running calls never fills. While the loop is ``max_lag`` behind, calls
+    are not queued: under overload a queued call only waits for a slot that
+    the next arriving call would have filled as well, so queueing adds
+    latency and no goodput. Cutting the limits instead was tried and made
+    things worse: when refusals themselves keep the loop busy, fewer running
+    calls does not shorten the lag, and goodput fell towards one call at a time.
     """
 
     def __init__(self, max_lag: float = 0.0) -> None:
         self.max_lag = max_lag  # 0: never behind
         self.lag = 0.0  # smoothed, seconds
-        # 1.0: the configured limits; less while the loop is behind.
-        self.scale = 1.0
 
     @property
     def behind(self) -> bool:
-        return self.scale < 1.0
+        return 0 < self.max_lag < self.lag
 
     async def run(self) -> None:
-        """Measure until cancelled; the limits follow (AIMD: additive increase, cut by a factor)."""
+        """Measure until cancelled."""
         if self.max_lag <= 0:
             return
         loop = asyncio.get_running_loop()
@@ -87,10 +85,6 @@ class LoopLag:
             await asyncio.sleep(TICK_SECONDS)
             late = max(loop.time() - start - TICK_SECONDS, 0.0)
             self.lag += LAG_WEIGHT * (late - self.lag)
-            if self.lag > self.max_lag:
-                self.scale *= LAG_DECREASE
-            else:
-                self.scale = min(self.scale + LAG_INCREASE, 1.0)
 
 
 def method_class(method: str) -> str:
@@ -153,8 +147,7 @@ class Gate:
                 f"the call's deadline ({remaining * 1000:.0f} ms left) is shorter than this"
                 f" method's recent running time ({expected * 1000:.0f} ms)"
             )
-        limit = max(1, round(self.limit * self.lag.scale))
-        if self.running < limit and not self._waiters:
+        if self.running < self.limit and not self._waiters:
             self.running += 1
             return None
         if self.lag.behind:  # queueing would only add to the wait inside gRPC
