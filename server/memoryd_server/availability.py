@@ -138,6 +138,16 @@ class Pool(AsyncConnectionPool):
         super().__init__(*args, **kwargs)
         self.availability = availability
 
+    async def putconn(self, conn: Any) -> None:
+        """Return ``conn``, to the end even if the caller is cancelled meanwhile.
+
+        Returning a connection may roll back its transaction (a round trip). A
+        call cancelled twice (its deadline, then gRPC's reset of the stream)
+        was cancelled again in there, and its connection never went back: under
+        overload the pool lost all of them and answered UNAVAILABLE for good.
+        """
+        await asyncio.shield(super().putconn(conn))
+
     async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - psycopg's signature
         self.availability.raise_if_down()
         for attempt in range(2):
