@@ -332,7 +332,8 @@ def main() -> None:
                     f"  OK p50 {m['p50_ratio']:5.2f}x p99 {m['p99_ratio']:5.2f}x"
                     f" unloaded p99 ({m['unloaded_p99_ms']:.1f} ms)"
                     f" (server side p99 {m['served_p99_ratio']:5.2f}x)"
-                    f"  shed p99 {m['shed_p99_ms']:.1f} ms  {m['codes']}; {_health_events(log, offset)}",
+                    f"  shed p99 {m['shed_p99_ms']:.1f} ms  {m['codes']};"
+                    f" {_health_events(log, offset)}",
                     flush=True,
                 )
         if "cost" in args.modes.split(","):
@@ -346,6 +347,7 @@ def _health_events(log: Path, offset: int) -> str:
     down = sum('"serving": false' in line for line in lines if '"event": "health"' in line)
     outages = sum('"event": "database_down"' in line for line in lines)
     return f"health NOT_SERVING {down} times, database_down {outages} times"
+
 
 if __name__ == "__main__":
     main()
