@@ -10,11 +10,12 @@ Each class of methods (reads, writes, searches, batches, admin) runs at most
 served. A call that finds the queue full, or whose wait would exceed
 ``max_wait``, is answered RESOURCE_EXHAUSTED at once with a
 ``google.rpc.RetryInfo`` and ``ErrorInfo`` reason ``Overloaded``: it did no
-work, so any call (a write too) may be retried after the delay. A call
-whose remaining deadline is shorter than its class's recent running time
-cannot succeed and is answered DEADLINE_EXCEEDED before any SQL; one that
-could run in time but not after the queue ahead of it is RESOURCE_EXHAUSTED,
-since trying again later (or another replica) may help.
+work, so any call (a write too) may be retried after the delay. While the
+event loop lags (``LoopLag``), nothing queues. A call whose remaining
+deadline is shorter than its method's recent running time cannot succeed
+and is answered DEADLINE_EXCEEDED before any SQL; one that could run in time
+but not after the queue ahead of it is RESOURCE_EXHAUSTED, since trying
+again later (or another replica) may help.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from memoryd_server.interceptors import Behavior, Continuation, rewrap
 # load (a load balancer that sees no answer takes the replica out), and
 # reflection is an operator's tool.
 GATED_PREFIX = "/memoryd.v1."
-# Weight of the newest call in the running estimate of a class's call time:
+# Weight of the newest call in the running estimate of a method's call time:
 # about the last twenty calls count.
 EWMA_WEIGHT = 0.05
 # The shortest retry delay sent: shorter ones make clients spin.
