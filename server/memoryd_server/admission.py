@@ -7,9 +7,10 @@ sustained rate, and health flipped as the pool's own checks timed out).
 
 Each class of methods (reads, writes, searches, batches, admin) runs at most
 ``limit`` calls at once and queues at most ``queue`` more, first come first
-served. A call that finds the queue full, or whose wait would exceed
-``max_wait``, is answered RESOURCE_EXHAUSTED at once with a
-``google.rpc.RetryInfo`` and ``ErrorInfo`` reason ``Overloaded``: it did no
+served. A call that finds the queue full, or waits ``max_wait`` (or until
+its deadline leaves only its method's running time) in vain, is answered
+RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` and ``ErrorInfo`` reason
+``Overloaded``: it did no
 work, so any call (a write too) may be retried after the delay. While the
 event loop lags (``LoopLag``), nothing queues. A call whose remaining
 deadline is shorter than its method's recent running time cannot succeed
@@ -151,19 +152,17 @@ class Gate:
         if self.running < self.limit and not self._waiters:
             self.running += 1
             return None
-        if self.lag.behind:  # queueing would only add to the wait inside gRPC
-            raise self._shed(f"the server is behind by {self.lag.lag * 1000:.0f} ms", self.lag.lag)
-        # Until the calls ahead of it have run: a guess from the method's time.
+        # Until the calls ahead of it have run: a guess from the method's time,
+        # for the retry delay only. Refusing on such a guess refused appends to
+        # one busy conversation, whose time is mostly waiting for its row lock.
         wait = (expected or 0.0) * (len(self._waiters) + 1) / self.limit
+        if self.lag.behind:  # queueing would only add to the wait inside gRPC
+            raise self._shed(f"the server is behind by {self.lag.lag * 1000:.0f} ms", wait)
         if len(self._waiters) >= self.queue:
             raise self._shed(f"{self.running} calls running and {self.queued} queued", wait)
-        if wait > self.max_wait:
-            raise self._shed(f"the expected wait of {wait * 1000:.0f} ms is too long", wait)
         budget = self.max_wait
-        if remaining is not None:
+        if remaining is not None:  # leave it the time it needs to run
             budget = min(budget, remaining - (expected or 0.0))
-            if wait > budget:
-                raise self._shed("the call's deadline would pass while it waits", wait)
         return budget
 
     async def _wait(self, budget: float) -> None:

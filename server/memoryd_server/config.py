@@ -92,7 +92,7 @@ class Settings:
     # beyond them, and the longest a call may wait in the queue.
     max_concurrent_calls: int | None = None
     max_queued_calls: int = 40
-    max_queue_ms: float = 500.0
+    max_queue_ms: float = 1000.0
     # How far behind the event loop may run before the limits are lowered (0: never).
     max_lag_ms: float = 100.0
 
