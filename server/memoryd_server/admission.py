@@ -10,9 +10,8 @@ Each class of methods (reads, writes, searches, batches, admin) runs at most
 served. A call that finds the queue full, or waits ``max_wait`` (or until
 its deadline leaves only its method's running time) in vain, is answered
 RESOURCE_EXHAUSTED with a ``google.rpc.RetryInfo`` and ``ErrorInfo`` reason
-``Overloaded``: it did no
-work, so any call (a write too) may be retried after the delay. While the
-event loop lags (``LoopLag``), nothing queues. A call whose remaining
+``Overloaded``: it did no work, so any call (a write too) may be retried
+after the delay. While the event loop lags (``LoopLag``), nothing queues. A call whose remaining
 deadline is shorter than its method's recent running time cannot succeed
 and is answered DEADLINE_EXCEEDED before any SQL; one that could run in time
 but not after the queue ahead of it is RESOURCE_EXHAUSTED, since trying
