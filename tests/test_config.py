@@ -108,6 +108,10 @@ PARSED = [
     ("MEMORYD_QUOTA_BURST", "50", "quota_burst", 50),
     ("MEMORYD_QUOTA_MAX_MEMORIES", "0", "quota_max_memories", 0),
     ("MEMORYD_QUOTA_MAX_CONVERSATIONS", "500", "quota_max_conversations", 500),
+    ("MEMORYD_MAX_CONCURRENT_CALLS", "0", "max_concurrent_calls", 0),
+    ("MEMORYD_MAX_QUEUED_CALLS", "7", "max_queued_calls", 7),
+    ("MEMORYD_MAX_QUEUE_MS", "12.5", "max_queue_ms", 12.5),
+    ("MEMORYD_MAX_LAG_MS", "0", "max_lag_ms", 0.0),
 ]
 
 # Variables valid only together with others (the values are those of PARSED).
@@ -723,3 +727,10 @@ def test_serve_help_lists_every_setting_with_its_default(
             continue
         parsed = Settings.from_env({var: default})
         assert getattr(parsed, field) == getattr(Settings(), field), var
+
+
+def test_admission_limit_defaults_to_the_pool_size() -> None:
+    """One class's calls running at once fit the pool unless set; 0 turns admission off."""
+    assert Settings(pool_max_size=7).concurrency_limit == 7
+    assert Settings(pool_max_size=7, max_concurrent_calls=3).concurrency_limit == 3
+    assert Settings(max_concurrent_calls=0).concurrency_limit == 0

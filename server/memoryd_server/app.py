@@ -29,6 +29,7 @@ from memoryd.v1 import (
 )
 from memoryd_server import database, idempotency, metrics, telemetry, tls
 from memoryd_server.admin.servicer import AdminServicer
+from memoryd_server.admission import AdmissionInterceptor
 from memoryd_server.auth.interceptor import AuthInterceptor
 from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.availability import Availability
@@ -110,6 +111,8 @@ class Memoryd:
         self.limiter = RateLimiter(settings)
         # Running calls, and the refusal of new ones once stopping.
         self._drain = Drain()
+        # Calls running and queued per method class; the excess is shed.
+        self._admission = AdmissionInterceptor(settings)
 
     async def start(self) -> int:
         """Start the database, migrate, open the pool and listen; returns the port."""
@@ -167,6 +170,7 @@ class Memoryd:
             asyncio.create_task(
                 metrics.watch_pools((self._pool, self._upkeep_pool)), name="memoryd-pool-metrics"
             ),
+            asyncio.create_task(self._admission.run(), name="memoryd-admission"),
         ]
         if not self.worker:  # once per host: alone, or worker 0
             self._tasks += [
@@ -251,6 +255,7 @@ class Memoryd:
                 *tracing,
                 AccessLogInterceptor(),
                 self._drain,
+                self._admission,
                 DeadlineInterceptor(),
                 AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
                 ErrorInterceptor(RequestSizes(self.settings)),
@@ -330,7 +335,13 @@ class Memoryd:
                     with contextlib.suppress(Exception):
                         await pool.check()
                 availability.mark_up()
-            await self._set_serving(not availability.down and await database.ping(self._pool))
+            # A ping that finds no free pooled connection in time means load, not
+            # an outage, when a direct connection answers (issue 12: health
+            # flipped to NOT_SERVING under overload).
+            await self._set_serving(
+                not availability.down
+                and (await database.ping(self._pool) or await availability.probe())
+            )
 
     async def _expire_idempotency_keys(self) -> None:
         assert self._upkeep_pool is not None

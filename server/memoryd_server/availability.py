@@ -98,11 +98,13 @@ class Availability:
                 detail=text.splitlines()[0] if text else "",
             )
 
-    async def unless_down(self, getter: Any) -> Any:
+    async def unless_down(self, getter: Any, release: Any) -> Any:
         """Await ``getter`` (a pool checkout), failing as soon as the database is down.
 
         A checkout that waits long probes the database, so a call queued for a
         connection that cannot be made fails within a second, not at the pool timeout.
+        ``release`` gives back a connection the checkout got for a caller that
+        went away meanwhile.
         """
         task = asyncio.ensure_future(getter)
         down = asyncio.ensure_future(self._went_down.wait())
@@ -112,7 +114,13 @@ class Availability:
                 asyncio.ensure_future(self.probe())  # noqa: RUF006 - held in self._probing
                 await asyncio.wait({task, down}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
-            task.cancel()  # psycopg_pool returns a connection handed to a cancelled waiter
+            # psycopg_pool returns a connection handed to a cancelled waiter; one
+            # the checkout already got is ours to return (the caller's deadline
+            # passed as it arrived): dropped, it stayed counted as in use, and
+            # under overload the pool ran out of connections for good.
+            if task.done() and not task.cancelled() and task.exception() is None:
+                await release(task.result())
+            task.cancel()
             raise
         finally:
             down.cancel()
@@ -141,8 +149,15 @@ class Pool(AsyncConnectionPool):
         self._returned: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     async def putconn(self, conn: Any) -> None:
+        """Return ``conn``, to the end even if the caller is cancelled meanwhile.
+
+        Returning a connection may roll back its transaction (a round trip). A
+        call cancelled twice (its deadline, then gRPC's reset of the stream)
+        was cancelled again in there, and its connection never went back: under
+        overload the pool lost all of them and answered UNAVAILABLE for good.
+        """
         self._returned[conn] = time.monotonic()
-        await super().putconn(conn)
+        await asyncio.shield(super().putconn(conn))
 
     async def getconn(self, timeout: float | None = None, *, check: bool = True) -> Any:  # noqa: ASYNC109 - psycopg's signature
         """A connection; with ``check`` False, unchecked (the caller retries if broken)."""
@@ -152,13 +167,20 @@ class Pool(AsyncConnectionPool):
             if self.get_stats().get("pool_available", 0):
                 conn = await super().getconn(timeout)
             else:
-                conn = await self.availability.unless_down(super().getconn(timeout))
+                conn = await self.availability.unless_down(super().getconn(timeout), self.putconn)
             idle = time.monotonic() - self._returned.get(conn, 0.0)
             if not check or idle < CHECK_IDLE_SECONDS:
                 metrics.checkout(self.name, time.perf_counter() - started)
                 return conn
             try:
                 await self.check_connection(conn)
+            except asyncio.CancelledError:
+                # The call's deadline passed during the check: without this the
+                # connection never went back, and under overload (deadlines
+                # passing by the hundred) the pool lost every connection and
+                # answered UNAVAILABLE for good.
+                await self.putconn(conn)
+                raise
             except Exception:  # noqa: BLE001 - broken: putconn discards it
                 await self.putconn(conn)
                 if attempt or not await self.availability.probe():

@@ -95,6 +95,14 @@ class Settings:
     quota_burst: int = 200
     quota_max_memories: int = 1_000_000
     quota_max_conversations: int = 100_000
+    # Admission control (admission.py), per method class: calls running at once
+    # (None: the pool's size; 0: no limit, nothing is shed), calls queued
+    # beyond them, and the longest a call may wait in the queue.
+    max_concurrent_calls: int | None = None
+    max_queued_calls: int = 40
+    max_queue_ms: float = 1000.0
+    # How far behind the event loop may run before the limits are lowered (0: never).
+    max_lag_ms: float = 100.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -165,6 +173,13 @@ class Settings:
             raise ConfigError("MEMORYD_EMBEDDING_MODEL: at most 256 characters")
         if not 1 <= self.embed_batch_size <= 2048:
             raise ConfigError("MEMORYD_EMBED_BATCH_SIZE: must be 1 to 2048")
+
+    @property
+    def concurrency_limit(self) -> int:
+        """Calls of one method class running at once (0: admission control is off)."""
+        if self.max_concurrent_calls is None:
+            return self.pool_max_size
+        return self.max_concurrent_calls
 
     @property
     def model_name(self) -> str:
@@ -368,6 +383,10 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_QUOTA_BURST", "quota_burst", _non_negative_int),
     ("MEMORYD_QUOTA_MAX_MEMORIES", "quota_max_memories", _non_negative_int),
     ("MEMORYD_QUOTA_MAX_CONVERSATIONS", "quota_max_conversations", _non_negative_int),
+    ("MEMORYD_MAX_CONCURRENT_CALLS", "max_concurrent_calls", _non_negative_int),
+    ("MEMORYD_MAX_QUEUED_CALLS", "max_queued_calls", _non_negative_int),
+    ("MEMORYD_MAX_QUEUE_MS", "max_queue_ms", _non_negative_float),
+    ("MEMORYD_MAX_LAG_MS", "max_lag_ms", _non_negative_float),
 )
 
 ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(var for var, _, _ in _VARIABLES)

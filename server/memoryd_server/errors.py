@@ -7,6 +7,7 @@
     ├── FailedPrecondition            FAILED_PRECONDITION
     ├── Aborted                       ABORTED (stale version)
     ├── ResourceExhausted             RESOURCE_EXHAUSTED
+    │   └── Overloaded                (shed by admission control, before any work)
     ├── Unauthenticated               UNAUTHENTICATED
     ├── PermissionDenied              PERMISSION_DENIED
     ├── DeadlineExceeded              DEADLINE_EXCEEDED
@@ -93,6 +94,10 @@ class ResourceExhausted(MemorydError, code=grpc.StatusCode.RESOURCE_EXHAUSTED):
                 min(max(retry_after, 0.0), 86_400.0) if math.isfinite(retry_after) else 1.0
             )
         self.retry_after = retry_after
+
+
+class Overloaded(ResourceExhausted):
+    """The server is at its concurrency limit and queue; the call did no work."""
 
 
 class Unauthenticated(MemorydError, code=grpc.StatusCode.UNAUTHENTICATED):

@@ -44,7 +44,10 @@ def test_sigterm_lets_32_calls_in_flight_finish_and_refuses_new_ones(
     uid: str,
 ) -> None:
     data_dir = pg_dir / "data"
-    with memoryd_serve(data_dir, tmp_path / "memoryd.log") as server:
+    # Room for all 32 in the admission queue while the lock holds them (the
+    # default sheds calls queued over 0.5 s: see test_overload).
+    room = {"MEMORYD_MAX_QUEUED_CALLS": str(IN_FLIGHT), "MEMORYD_MAX_QUEUE_MS": "60000"}
+    with memoryd_serve(data_dir, tmp_path / "memoryd.log", **room) as server:
         server.wait_serving()
         with grpc.insecure_channel(server.addr) as channel:
             stub = pb_grpc.ConversationServiceStub(channel)

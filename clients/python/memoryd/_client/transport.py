@@ -109,8 +109,9 @@ class _Transport:
             # this process's own timer fires (gRPC's clock here runs behind
             # when busy, by milliseconds). Either way the call ran out of time.
             error = DeadlineExceeded(f"the call ran out of time ({error.message})")
-        # memoryd sends RetryInfo only with a rate-limit refusal, which comes
-        # before the handler runs: safe to retry even for a write.
+        # memoryd sends RetryInfo only with a rate-limit or overload refusal
+        # (ErrorInfo reason Overloaded), both made before the handler runs:
+        # safe to retry even for a write.
         rate_limited = isinstance(error, ResourceExhausted) and error.retry_delay is not None
         delay = self._policy.delay(error, attempt) if retryable or rate_limited else None
         if delay is None or time.monotonic() + delay >= deadline:
