@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +10,7 @@ from langgraph.store.base import BaseStore, IndexConfig, Op, Result, TTLConfig, 
 from memoryd._client.client import AsyncClient, Client
 from memoryd.integrations.langgraph.calls import AsyncCalls, SyncCalls, run_sync
 from memoryd.integrations.langgraph.ops import StoreConfig, run_ops
+from memoryd.integrations.loop_clients import LoopClients
 
 
 class MemorydStore(BaseStore):
@@ -55,10 +54,7 @@ class MemorydStore(BaseStore):
         )
         self._client = client
         self._owns_client = client is None
-        self._async_client = async_client
-        self._loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._async_clients = LoopClients(target, api_key=api_key, tls=tls, client=async_client)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ``ops`` with the blocking client; results in order."""
@@ -68,19 +64,8 @@ class MemorydStore(BaseStore):
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Run ``ops`` with the asyncio client, independent calls concurrently."""
-        calls = AsyncCalls(self._aclient(), self.embeddings)
+        calls = AsyncCalls(self._async_clients.get(), self.embeddings)
         return await run_ops(calls, list(ops), self._config)
-
-    def _aclient(self) -> AsyncClient:
-        if self._async_client is not None:
-            return self._async_client
-        loop = asyncio.get_running_loop()
-        client = self._loop_clients.get(loop)
-        if client is None:
-            # A grpc.aio channel belongs to the loop it was made in.
-            client = AsyncClient(self._target, api_key=self._api_key, tls=self._tls)
-            self._loop_clients[loop] = client
-        return client
 
     def close(self) -> None:
         """Close the blocking client if the store made it."""
@@ -90,9 +75,7 @@ class MemorydStore(BaseStore):
 
     async def aclose(self) -> None:
         """Close the asyncio client the store made for the running loop."""
-        client = self._loop_clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
+        await self._async_clients.close()
 
     def __enter__(self) -> MemorydStore:
         return self

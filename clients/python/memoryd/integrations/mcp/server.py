@@ -8,7 +8,6 @@ server's message (``InvalidArgument`` says which field), never a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
@@ -17,8 +16,8 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 from memoryd._client import types as t
-from memoryd._client.client import AsyncClient
 from memoryd._client.errors import MemorydError
+from memoryd.integrations.loop_clients import LoopClients
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,21 +43,6 @@ def _tool_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     return call
 
 
-class _Clients:
-    """One ``AsyncClient`` per event loop: a grpc.aio channel belongs to its loop."""
-
-    def __init__(self, target: str, api_key: str | None, tls: bool) -> None:
-        self._args = (target, api_key, tls)
-        self._clients: dict[int, AsyncClient] = {}
-
-    def get(self) -> AsyncClient:
-        loop = id(asyncio.get_running_loop())
-        if loop not in self._clients:
-            target, api_key, tls = self._args
-            self._clients[loop] = AsyncClient(target, api_key=api_key, tls=tls)
-        return self._clients[loop]
-
-
 def _memory(memory: t.Memory) -> dict[str, Any]:
     return {
         "id": memory.id,
@@ -73,7 +57,7 @@ def _memory(memory: t.Memory) -> dict[str, Any]:
 
 def build_server(target: str, *, api_key: str | None = None, tls: bool = False) -> MCPServer:
     """An MCP server whose tools call the memoryd at ``target`` with ``api_key``."""
-    clients = _Clients(target, api_key, tls)
+    clients = LoopClients(target, api_key=api_key, tls=tls)
     server: MCPServer = MCPServer("memoryd", instructions=INSTRUCTIONS)
 
     @server.tool()
