@@ -405,3 +405,20 @@ def test_async_api(embedding_memoryd: ServerThread, embed_tenant: TenantKeys) ->
         await store.aclose()
 
     asyncio.run(run())
+
+
+def test_bulk_puts_new_and_existing_keys(store: MemorydStore) -> None:
+    """A batch of new keys goes in one BatchCreateMemories; one with a taken key still lands."""
+    store.batch([PutOp(("bulk",), f"k{i}", {"n": i}) for i in range(600)])  # two chunks
+    assert len(store.search(("bulk",), limit=1000)) == 600
+    store.batch(
+        [
+            PutOp(("bulk",), "k0", {"n": "replaced"}),
+            PutOp(("bulk",), "fresh", {"n": "new"}, ttl=60),
+            PutOp(("bulk",), "k1", None),
+        ]
+    )
+    assert store.get(("bulk",), "k0").value == {"n": "replaced"}  # type: ignore[union-attr]
+    assert store.get(("bulk",), "fresh").value == {"n": "new"}  # type: ignore[union-attr]
+    assert store.get(("bulk",), "k1") is None
+    assert len(store.search(("bulk",), limit=1000)) == 600

@@ -28,6 +28,7 @@ class Calls(Protocol):
 
     async def get(self, namespace: tuple[str, ...], key: str) -> t.Memory | None: ...
     async def put(self, memory: t.NewMemory, ttl: timedelta | None) -> None: ...
+    async def create_all(self, memories: Sequence[t.NewMemory]) -> None: ...
     async def archive(self, memory_id: str) -> None: ...
     async def expire_at(self, memory_id: str, when: datetime) -> None: ...
     async def list_memories(
@@ -67,6 +68,9 @@ class SyncCalls:
 
     async def put(self, memory: t.NewMemory, ttl: timedelta | None) -> None:
         self._memories.create(memory, ttl=ttl, upsert=True)
+
+    async def create_all(self, memories: Sequence[t.NewMemory]) -> None:
+        self._memories.batch_create(memories)
 
     async def archive(self, memory_id: str) -> None:
         with contextlib.suppress(NotFound):  # gone already: what the caller wanted
@@ -118,6 +122,9 @@ class AsyncCalls:
 
     async def put(self, memory: t.NewMemory, ttl: timedelta | None) -> None:
         await self._memories.create(memory, ttl=ttl, upsert=True)
+
+    async def create_all(self, memories: Sequence[t.NewMemory]) -> None:
+        await self._memories.batch_create(memories)
 
     async def archive(self, memory_id: str) -> None:
         with contextlib.suppress(NotFound):  # gone already: what the caller wanted

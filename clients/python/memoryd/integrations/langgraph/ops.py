@@ -23,12 +23,15 @@ from langgraph.store.base import (
 )
 
 from memoryd._client import types as t
+from memoryd._client.errors import AlreadyExists
 from memoryd.integrations.langgraph import mapping
 from memoryd.integrations.langgraph.calls import Calls
 
-# memoryd's limits: SearchMemories' top_k, ListMemories' and ListNamespaces' page size.
+# memoryd's limits: SearchMemories' top_k, ListMemories' and ListNamespaces' page size,
+# and the memories per BatchCreateMemories call (well under its 10,000 and its bytes limit).
 MAX_TOP_K = 100
 MAX_PAGE = 1000
+BATCH_CREATE = 500
 
 
 @dataclass(frozen=True)
@@ -214,11 +217,38 @@ async def _put_all(calls: Calls, puts: list[PutOp], config: StoreConfig) -> None
         vectors = await calls.embed_documents([memories[i].content for i in to_embed])
         for i, vector in zip(to_embed, vectors, strict=True):
             memories[i] = replace(memories[i], embedding=vector)
-    creates = [
-        calls.put(m, None if op.ttl is None else timedelta(minutes=op.ttl))
-        for m, op in zip(memories, writes, strict=True)
-    ]
-    await calls.gather([*deletes, *creates])
+    if deletes:
+        await calls.gather(deletes)
+    pairs = list(zip(memories, writes, strict=True))
+    if len(pairs) == 1:
+        await _upsert(calls, pairs)
+        return
+    chunks = [pairs[i : i + BATCH_CREATE] for i in range(0, len(pairs), BATCH_CREATE)]
+    await calls.gather([_create_chunk(calls, chunk) for chunk in chunks])
+
+
+async def _create_chunk(calls: Calls, chunk: list[tuple[t.NewMemory, PutOp]]) -> None:
+    """New keys, the common case of a bulk put, in one call (all or nothing)."""
+    now = datetime.now(UTC)
+    try:
+        await calls.create_all(
+            [
+                m if op.ttl is None else replace(m, expire_time=now + _minutes(op.ttl))
+                for m, op in chunk
+            ]
+        )
+    except AlreadyExists:
+        await _upsert(calls, chunk)  # some keys are taken: upsert one by one
+
+
+async def _upsert(calls: Calls, pairs: list[tuple[t.NewMemory, PutOp]]) -> None:
+    await calls.gather(
+        [calls.put(m, None if op.ttl is None else _minutes(op.ttl)) for m, op in pairs]
+    )
+
+
+def _minutes(ttl: float) -> timedelta:
+    return timedelta(minutes=ttl)
 
 
 async def _delete(calls: Calls, op: PutOp) -> None:
