@@ -135,8 +135,18 @@ def containment(filter: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def needs_local_check(filter: Mapping[str, Any] | None) -> bool:
-    """Whether ``filter`` has conditions containment does not capture exactly."""
-    return bool(filter) and containment(filter) != dict(filter or {})
+    """Whether ``filter`` has conditions that containment does not decide exactly.
+
+    Containment equals LangGraph's comparison for scalars (plain or ``$eq``);
+    for lists and objects it is looser, and other operators it cannot express.
+    """
+    for wanted in (filter or {}).values():
+        if isinstance(wanted, dict) and any(k.startswith("$") for k in wanted):
+            if set(wanted) != {"$eq"} or isinstance(wanted["$eq"], dict | list | None):
+                return True
+        elif isinstance(wanted, dict | list):
+            return True
+    return False
 
 
 def matches(value: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:
