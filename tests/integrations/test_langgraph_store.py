@@ -120,6 +120,8 @@ def test_errors_are_typed(store: MemorydStore, auth_server: ServerThread) -> Non
         store.put((), "k", {"a": 1})
     with pytest.raises(InvalidNamespaceError):
         store.put(("langgraph", "x"), "k", {"a": 1})
+    with pytest.raises(TypeError, match="unknown store operation"):
+        store.batch([GetOp(("ns",), "k"), object()])  # type: ignore[list-item]
     with pytest.raises(memoryd.InvalidArgument):
         store.put(("é" * 200,), "k", {"a": 1})  # a segment longer than 128 characters
     with pytest.raises(memoryd.InvalidArgument):

@@ -44,6 +44,9 @@ class StoreConfig:
 
 async def run_ops(calls: Calls, ops: Sequence[Op], config: StoreConfig) -> list[Result]:
     """The results of ``ops`` in order (None for puts)."""
+    for op in ops:
+        if not isinstance(op, GetOp | SearchOp | ListNamespacesOp | PutOp):
+            raise TypeError(f"unknown store operation {type(op).__name__}")
     results: list[Result] = [None] * len(ops)
     reads: list[Any] = []
     read_at: list[int] = []
@@ -55,11 +58,9 @@ async def run_ops(calls: Calls, ops: Sequence[Op], config: StoreConfig) -> list[
             reads.append(_search(calls, op, config))
         elif isinstance(op, ListNamespacesOp):
             reads.append(_namespaces(calls, op))
-        elif isinstance(op, PutOp):
+        else:
             puts[(op.namespace, op.key)] = op
             continue
-        else:
-            raise TypeError(f"unknown store operation {type(op).__name__}")
         read_at.append(i)
     for i, result in zip(read_at, await calls.gather(reads), strict=True):
         results[i] = result
