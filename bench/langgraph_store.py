@@ -8,7 +8,8 @@ second database of the same PostgreSQL. Both stores get the same items
 through their own ``batch`` (namespace ("docs", "g<i % 10>"), value
 {"text", "group"}) and the same vectors (bench/datasets.py's clusters, looked
 up by text, so neither store computes anything). Then, per query and
-interleaved, both search with limit 10: unfiltered, under a 10% namespace
+interleaved, both search with limit 10 (and so does the typed client, with
+the request MemorydStore sends, to show the adapter's own cost): unfiltered, under a 10% namespace
 prefix and under a 10% value filter ({"group": 0}), after VACUUM ANALYZE of
 both databases. Reports p50/p95 latency,
 the memoryd/PostgresStore p50 ratio, how many of 10 each returned and
@@ -34,6 +35,7 @@ from langchain_core.embeddings import Embeddings
 from langgraph.store.base import BaseStore, PutOp
 from langgraph.store.postgres import PostgresStore
 
+import memoryd
 from bench import datasets
 from memoryd.integrations.langgraph import MemorydStore
 from memoryd_server.background import BackgroundServer
@@ -107,6 +109,33 @@ def analyze(*uris: str) -> None:
             conn.execute("VACUUM (ANALYZE)")
 
 
+class RawClient:
+    """The typed client's SearchMemories with what MemorydStore would send: its overhead's floor."""
+
+    def __init__(self, client: memoryd.Client, data: datasets.Dataset) -> None:
+        self._client = client
+        self._embed = LookupEmbeddings(data)
+
+    def search(
+        self, prefix: tuple[str, ...], *, query: str, filter: dict[str, Any] | None, limit: int
+    ) -> list[Any]:
+        hits = self._client.memories.search(
+            query_embedding=self._embed.embed_query(query),
+            filter=memoryd.MemoryFilter(
+                namespace_prefix=prefix, tags_all=("langgraph",), metadata=filter
+            ),
+            top_k=limit,
+            mode="vector",
+            weights=memoryd.RankingWeights(similarity=1.0),
+        )
+        return [_Hit(hit.memory.key) for hit in hits]
+
+
+@dataclass(frozen=True)
+class _Hit:
+    key: str
+
+
 # (label, namespace prefix, value filter, which rows match)
 Scenario = tuple[str, tuple[str, ...], dict[str, Any] | None, Callable[[int], bool]]
 SCENARIOS: list[Scenario] = [
@@ -132,7 +161,7 @@ def exact(data: datasets.Dataset, j: int, matches: Callable[[int], bool]) -> lis
 
 
 def search(
-    stores: dict[str, BaseStore], data: datasets.Dataset, queries: int
+    stores: dict[str, Any], data: datasets.Dataset, queries: int
 ) -> dict[str, dict[str, Sample]]:
     """Every scenario's queries on every store, interleaved per query."""
     results = {label: {name: Sample() for name in stores} for label, *_ in SCENARIOS}
@@ -168,8 +197,13 @@ def report(args: argparse.Namespace, loads: dict[str, float], results: Any) -> N
                 f"{label:<18} {name:<14} {p(s.seconds, 50):>7.2f} {p(s.seconds, 95):>7.2f}"
                 f" {statistics.mean(s.returned):>11.1f} {statistics.mean(s.recall):>9.2f}"
             )
-        ratio = p(by_store["MemorydStore"].seconds, 50) / p(by_store["PostgresStore"].seconds, 50)
-        print(f"{label:<18} p50 MemorydStore / PostgresStore = {ratio:.2f}")
+        ours = p(by_store["MemorydStore"].seconds, 50)
+        peer = ours / p(by_store["PostgresStore"].seconds, 50)
+        raw = ours / p(by_store["memoryd.Client"].seconds, 50)
+        print(
+            f"{label:<18} p50 MemorydStore / PostgresStore = {peer:.2f},"
+            f" MemorydStore / memoryd.Client = {raw:.2f}"
+        )
 
 
 def main() -> None:
@@ -191,10 +225,12 @@ def main() -> None:
             with (
                 MemorydStore(server.addr, index=index_config(data)) as ours,
                 peer_store(other, data) as peer,
+                memoryd.Client(server.addr) as client,
             ):
-                stores: dict[str, BaseStore] = {"MemorydStore": ours, "PostgresStore": peer}
-                loads = {name: load(store, args.rows) for name, store in stores.items()}
+                loaded: dict[str, BaseStore] = {"MemorydStore": ours, "PostgresStore": peer}
+                loads = {name: load(store, args.rows) for name, store in loaded.items()}
                 analyze(uri, other)
+                stores = {**loaded, "memoryd.Client": RawClient(client, data)}
                 results = search(stores, data, args.queries)
         finally:
             server.stop()
