@@ -10,6 +10,7 @@ another writer has moved past fails with ADK's ``StaleSessionError``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from typing import Any
@@ -122,9 +123,11 @@ class MemorydSessionService(BaseSessionService):
             return None
         if (conversation.app_name, conversation.user_id) != (app_name, user_id):
             return None
-        events = await self._events(conversation.id, config or GetSessionConfig())
-        app_state = await self._read_state(_state_id("app", app_name))
-        user_state = await self._read_state(_state_id("user", app_name, user_id))
+        events, app_state, user_state = await asyncio.gather(
+            self._events(conversation.id, config or GetSessionConfig()),
+            self._read_state(_state_id("app", app_name)),
+            self._read_state(_state_id("user", app_name, user_id)),
+        )
         return self._session(
             conversation, _merged(conversation.state, app_state, user_state), events
         )
