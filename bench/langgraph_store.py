@@ -163,12 +163,15 @@ def exact(data: datasets.Dataset, j: int, matches: Callable[[int], bool]) -> lis
 def search(
     stores: dict[str, Any], data: datasets.Dataset, queries: int
 ) -> dict[str, dict[str, Sample]]:
-    """Every scenario's queries on every store, interleaved per query."""
+    """Every scenario's queries on every store, interleaved per query, in rotating order."""
     results = {label: {name: Sample() for name in stores} for label, *_ in SCENARIOS}
     for label, prefix, value_filter, matches in SCENARIOS:
         for j in range(queries):
             truth = set(exact(data, j, matches))
-            for name, store in stores.items():
+            # Each query's first search warms the pages it reads: rotate who goes first.
+            names = list(stores)
+            for name in names[j % len(names) :] + names[: j % len(names)]:
+                store = stores[name]
                 started = time.perf_counter()
                 hits = store.search(prefix, query=f"query {j}", filter=value_filter, limit=10)
                 sample = results[label][name]
