@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
+from memoryd.integrations.langgraph import MemorydStore
 from memoryd_server.config import Settings
 from tests.conftest import ADMIN_SECRET, ServerThread, TenantKeys, create_tenant_keys
+from tests.integrations.fakes import CharacterEmbeddings
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +41,18 @@ def embed_tenant(pg_uri: str, embedding_memoryd: ServerThread) -> TenantKeys:
     del embedding_memoryd
     with psycopg.connect(pg_uri, autocommit=True) as conn:
         return create_tenant_keys(conn, f"i-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def store(embedding_memoryd: ServerThread, embed_tenant: TenantKeys) -> Iterator[MemorydStore]:
+    """A MemorydStore of a fresh tenant; the server embeds."""
+    with MemorydStore(embedding_memoryd.addr, api_key=embed_tenant.member) as s:
+        yield s
+
+
+@pytest.fixture
+def vector_store(auth_server: ServerThread, tenant: TenantKeys) -> Iterator[MemorydStore]:
+    """A MemorydStore of a fresh tenant that sends langgraph's test embedder's vectors."""
+    index: Any = {"dims": 384, "embed": CharacterEmbeddings(dims=384)}
+    with MemorydStore(auth_server.addr, api_key=tenant.member, index=index) as s:
+        yield s

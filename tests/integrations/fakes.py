@@ -1,4 +1,4 @@
-"""Deterministic embedders for the adapter tests (no model, no network).
+"""Deterministic embedders and shared data for the adapter tests (no model, no network).
 
 ``CharacterEmbeddings`` is the one langgraph's own store tests use
 (libs/checkpoint/tests/embed_test_utils.py), so that their ported cases keep
@@ -59,3 +59,12 @@ class HashEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self._embed(text)
+
+
+# langgraph's filter test documents (test_vector_search_with_filters).
+FILTER_DOCS = [
+    ("doc1", {"text": "red apple", "color": "red", "score": 4.5}),
+    ("doc2", {"text": "red car", "color": "red", "score": 3.0}),
+    ("doc3", {"text": "green apple", "color": "green", "score": 4.0}),
+    ("doc4", {"text": "blue car", "color": "blue", "score": 3.5}),
+]

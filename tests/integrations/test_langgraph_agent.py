@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
@@ -66,12 +64,6 @@ def build_graph(model: RecordingModel) -> StateGraph[MessagesState]:
     graph.add_edge(START, "remember")
     graph.add_edge("remember", "respond")
     return graph
-
-
-@pytest.fixture
-def store(embedding_memoryd: ServerThread, embed_tenant: TenantKeys) -> Iterator[MemorydStore]:
-    with MemorydStore(embedding_memoryd.addr, api_key=embed_tenant.member) as s:
-        yield s
 
 
 def test_agent_recalls_across_threads(store: MemorydStore) -> None:

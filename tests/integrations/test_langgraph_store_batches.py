@@ -7,20 +7,11 @@ Each runs against a fresh tenant of a memoryd with its own embedder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from langgraph.store.base import GetOp, Item, ListNamespacesOp, MatchCondition, PutOp, SearchOp
 
 import memoryd
 from memoryd.integrations.langgraph import MemorydStore
-from tests.conftest import ServerThread, TenantKeys
-
-
-@pytest.fixture
-def store(embedding_memoryd: ServerThread, embed_tenant: TenantKeys) -> Iterator[MemorydStore]:
-    with MemorydStore(embedding_memoryd.addr, api_key=embed_tenant.member) as s:
-        yield s
 
 
 def test_batch_order(store: MemorydStore) -> None:
