@@ -1,4 +1,4 @@
-"""MemorydSessionService against a real memoryd."""
+"""MemorydSessionService against a real memoryd.
 
 The session cases are ADK's own (tests/unittests/sessions/test_session_service.py
 of google/adk-python, written for its in-memory and database services),
