@@ -90,7 +90,9 @@ def test_wheel_holds_the_package(wheel: Path) -> None:
             assert f"memoryd/v1/{stem}{suffix}" in names, sorted(names)
     # Every module of the typed client is shipped, not only the ones named above.
     in_repo = {
-        p.relative_to(CLIENT).as_posix() for p in (CLIENT / "memoryd" / "_client").glob("*.py")
+        p.relative_to(CLIENT).as_posix()
+        for folder in ("_client", "integrations")
+        for p in (CLIENT / "memoryd" / folder).rglob("*.py")
     }
     assert in_repo, "no client modules found in the repo"
     assert in_repo <= names, sorted(in_repo - names)

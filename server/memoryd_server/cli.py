@@ -1,4 +1,4 @@
-"""The ``memoryd`` command: serve, migrate, export, import, import-peer, tenants, keys, users."""
+"""The ``memoryd`` command: serve, migrate, export, import(-peer), mcp, tenants, keys, users."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from memoryd.integrations.mcp import command as mcp_command
 from memoryd_server import __version__, config, database
 from memoryd_server.admin import cli as admin_cli
 from memoryd_server.app import serve
@@ -91,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         "import-peer", help="import a LangGraph store dump or a Mem0 export through the API"
     )
     peers.add_arguments(peer)
+    mcp_command.add_arguments(
+        commands.add_parser("mcp", help="serve memoryd's tools to MCP clients (stdio or HTTP)")
+    )
     admin_cli.add_commands(commands.add_parser)
     embeddings_cli.add_commands(commands.add_parser)
     return parser
@@ -192,8 +196,9 @@ def _create_operator_key(settings: Settings, args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``memoryd`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    if args.command == "import-peer":  # a client of a running server: no server settings
-        return peers.run(args, os.environ)
+    clients = {"import-peer": peers.run, "mcp": mcp_command.run}
+    if args.command in clients:  # clients of a running server: no server settings
+        return clients[args.command](args, os.environ)
     if args.command in admin_cli.COMMANDS and not admin_cli.writes_database(args):
         return admin_cli.run(args, os.environ)
     try:

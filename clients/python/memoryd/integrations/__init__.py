@@ -1,0 +1,1 @@
+"""Adapters that plug memoryd into agent frameworks: LangGraph, Google ADK, MCP (extras)."""
