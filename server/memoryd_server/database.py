@@ -310,14 +310,20 @@ async def ping(pool: AsyncConnectionPool) -> bool:
 
 @asynccontextmanager
 async def transaction(
-    pool: AsyncConnectionPool, tenant_id: str | None, settings: Mapping[str, str] | None = None
+    pool: AsyncConnectionPool,
+    tenant_id: str | None,
+    settings: Mapping[str, str] | None = None,
+    *,
+    snapshot: bool = False,
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled connection in a transaction scoped to ``tenant_id`` for row-level security.
 
     Database errors become domain errors. With ``tenant_id`` None (server-wide
     tables, maintenance pools) no tenant is declared: RLS then admits no rows.
     ``settings`` are further transaction-local settings, sent in the same
-    round trip.
+    round trip. ``snapshot``: a read-only transaction whose statements all see
+    one snapshot (REPEATABLE READ), for reads of several statements that must
+    agree with each other.
     """
     local = dict(settings or {})
     if tenant_id is not None:
@@ -325,6 +331,8 @@ async def transaction(
     try:
         with map_pg_errors():
             async with pool.connection() as conn, conn.transaction():
+                if snapshot:  # before any query takes a snapshot
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 if local:
                     calls = sql.SQL(", ").join(
                         sql.SQL("set_config({}, {}, true)").format(

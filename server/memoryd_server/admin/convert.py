@@ -68,7 +68,12 @@ def tenant_to_pb(tenant: Tenant, settings: Settings) -> pb.Tenant:
 
 
 def usage_to_pb(usage: quotas.Usage) -> pb.TenantUsage:
-    return pb.TenantUsage(memories=usage.memories, conversations=usage.conversations)
+    return pb.TenantUsage(
+        memories=usage.memories,
+        conversations=usage.conversations,
+        documents=usage.documents,
+        document_bytes=usage.document_bytes,
+    )
 
 
 def key_to_pb(key: ApiKey) -> pb.ApiKey:
