@@ -5,7 +5,7 @@
 -- and inserts the new ones in one transaction, so a search (one snapshot)
 -- sees one version or the other. Chunk vectors follow migration 0010: an
 -- untyped column and one partial HNSW index per registered model.
--- depends: 0101.bounded_text_index
+-- depends: 0010.embedding_models
 
 CREATE TABLE documents (
     tenant_id      text        NOT NULL,
@@ -105,7 +105,11 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION memoryd_create_embedding_indexes(text) FROM PUBLIC;
-SELECT memoryd_create_embedding_indexes(name) FROM embedding_models;
+DO $$
+BEGIN
+    PERFORM memoryd_create_embedding_indexes(name) FROM embedding_models;
+END
+$$;
 
 -- Quotas: NULL takes the server's default (MEMORYD_QUOTA_*), 0 is unlimited.
 ALTER TABLE tenants

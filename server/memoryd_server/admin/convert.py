@@ -111,4 +111,5 @@ def receipt_to_pb(receipt: ErasureReceipt) -> pb.ErasureReceipt:
         history_snapshots=receipt.history_snapshots,
         erase_time=timestamp(receipt.erase_time),
         erased_by=receipt.erased_by,
+        documents=receipt.documents,
     )

@@ -114,6 +114,7 @@ def receipt(r: pb.EraseUserResponse) -> t.ErasureReceipt:
         history_snapshots=m.history_snapshots,
         erase_time=convert.from_timestamp(m, "erase_time"),
         erased_by=m.erased_by,
+        documents=m.documents,
     )
 
 

@@ -423,3 +423,4 @@ class ErasureReceipt:
     history_snapshots: int
     erase_time: datetime | None
     erased_by: str
+    documents: int = 0

@@ -928,6 +928,7 @@ class ErasureReceipt(_message.Message):
     HISTORY_SNAPSHOTS_FIELD_NUMBER: _builtins.int
     ERASE_TIME_FIELD_NUMBER: _builtins.int
     ERASED_BY_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant erased in."""
     user_id: _builtins.str
@@ -944,6 +945,8 @@ class ErasureReceipt(_message.Message):
     """
     erased_by: _builtins.str
     """The key that asked for it."""
+    documents: _builtins.int
+    """Documents deleted (with their chunks and history)."""
     @_builtins.property
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When the erasure committed."""
@@ -959,10 +962,11 @@ class ErasureReceipt(_message.Message):
         history_snapshots: _builtins.int = ...,
         erase_time: _timestamp_pb2.Timestamp | None = ...,
         erased_by: _builtins.str = ...,
+        documents: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "erase_time", b"erase_time", "erased_by", b"erased_by", "history_snapshots", b"history_snapshots", "memories", b"memories", "messages", b"messages", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "documents", b"documents", "erase_time", b"erase_time", "erased_by", b"erased_by", "history_snapshots", b"history_snapshots", "memories", b"memories", "messages", b"messages", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
