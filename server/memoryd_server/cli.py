@@ -1,4 +1,5 @@
-"""The ``memoryd`` command: serve, migrate, export, import, import-peer, tenants, keys, users."""
+"""The ``memoryd`` command: serve, migrate, export, import, import-peer, docs, tenants, keys,
+users."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from memoryd_server.admin import cli as admin_cli
 from memoryd_server.app import serve
 from memoryd_server.config import DEFAULT_EMBEDDING_DIM, ConfigError, Settings
 from memoryd_server.database import EmbeddedDatabase, StartupError
+from memoryd_server.documents import sync as docs_sync
 from memoryd_server.embeddings import cli as embeddings_cli
 from memoryd_server.portability import PortabilityError, peers
 from memoryd_server.portability.export import export_tenant
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "import-peer", help="import a LangGraph store dump or a Mem0 export through the API"
     )
     peers.add_arguments(peer)
+    docs_sync.add_commands(commands)
     admin_cli.add_commands(commands.add_parser)
     embeddings_cli.add_commands(commands.add_parser)
     return parser
@@ -169,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "import-peer":  # a client of a running server: no server settings
         return peers.run(args, os.environ)
+    if args.command == "docs":  # a client of a running server too
+        return docs_sync.run(args, os.environ)
     if args.command in admin_cli.COMMANDS and not admin_cli.writes_database(args):
         return admin_cli.run(args, os.environ)
     try:
