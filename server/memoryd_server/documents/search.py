@@ -38,8 +38,8 @@ MAX_NEIGHBORS = 5
 # document may hold many of the nearest chunks.
 GROUPED_DEPTH = 1000
 
-_CHUNK = sql.SQL(", ").join(sql.Identifier("c", c) for c in CHUNK_COLUMNS)
-_DOCUMENT_AS = sql.SQL(", ").join(
+CHUNK_SELECT = sql.SQL(", ").join(sql.Identifier("c", c) for c in CHUNK_COLUMNS)
+DOCUMENT_SELECT = sql.SQL(", ").join(
     sql.SQL("{} AS {}").format(
         sql.SQL("NULL::text") if c == "content" else sql.Identifier("d", c),
         sql.Identifier(f"d_{c}"),
@@ -61,12 +61,12 @@ class DocumentHit:
     after: list[Chunk]
 
 
-def _distance(space: ModelSpace) -> sql.Composed:
+def chunk_distance(space: ModelSpace) -> sql.Composed:
     dim = sql.Literal(space.dimension)
     return sql.SQL("(c.embedding::vector({0}) <=> %(q)s::vector({0}))").format(dim)
 
 
-def _of_model(space: ModelSpace) -> sql.Composed:
+def of_model(space: ModelSpace) -> sql.Composed:
     """The partial index's predicate, as a literal so any plan can use it."""
     return sql.SQL("c.embedding_model = {} AND c.embedding IS NOT NULL").format(
         sql.Literal(space.name)
@@ -92,12 +92,12 @@ async def _vector_candidates(
 ) -> list[dict[str, Any]]:
     """Nearest chunks: exact when the filter keeps few, else the HNSW index (as memories)."""
     exact = sql.SQL("{} AND {} ORDER BY {} + 0 LIMIT %(k)s").format(
-        select, _of_model(space), _distance(space)
+        select, of_model(space), chunk_distance(space)
     )
     if narrowed:
         estimate = sql.SQL(
             "EXPLAIN (FORMAT JSON) SELECT FROM document_chunks c WHERE {} AND {}"
-        ).format(where, _of_model(space))
+        ).format(where, of_model(space))
         cur = await conn.execute(estimate, params)
         row = await cur.fetchone()
         if row is not None:
@@ -105,7 +105,7 @@ async def _vector_candidates(
             if float(plan[0]["Plan"]["Plan Rows"]) <= EXACT_MAX_ROWS:
                 return await _rows(conn, exact, params)
     nearest = sql.SQL("{} AND {} ORDER BY {} LIMIT %(k)s").format(
-        select, _of_model(space), _distance(space)
+        select, of_model(space), chunk_distance(space)
     )
     found = await _rows(conn, nearest, params)
     if len(found) < params["k"]:
@@ -125,7 +125,7 @@ async def _neighbours(
         "SELECT {} FROM document_chunks c JOIN unnest(%(docs)s::uuid[], %(seqs)s::int[])"
         " AS h(document_id, seq) ON c.document_id = h.document_id"
         " AND c.seq BETWEEN h.seq - %(n)s AND h.seq + %(n)s WHERE c.tenant_id = %(tenant)s"
-    ).format(_CHUNK)
+    ).format(CHUNK_SELECT)
     params = {
         "docs": [h.document_id for h in hits],
         "seqs": [h.seq for h in hits],
@@ -167,13 +167,13 @@ async def search_documents(
     distance: sql.Composable = sql.SQL("NULL::float8")
     settings = None
     if query.space is not None and query.vector is not None:
-        distance = _distance(query.space)
+        distance = chunk_distance(query.space)
         settings = search_settings(depth)
     select = sql.SQL(
         "SELECT {}, {}, {} AS distance, {} AS text_rank, now() AS query_time"
         " FROM document_chunks c JOIN documents d ON d.tenant_id = c.tenant_id"
         " AND d.id = c.document_id WHERE {}"
-    ).format(_CHUNK, _DOCUMENT_AS, distance, text_rank, where)
+    ).format(CHUNK_SELECT, DOCUMENT_SELECT, distance, text_rank, where)
     by_vector: list[dict[str, Any]] = []
     by_text: list[dict[str, Any]] = []
     async with transaction(pool, tenant_id, settings, snapshot=True) as conn:
