@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file", type=Path, metavar="FILE", help="a file written by memoryd export")
     peer = commands.add_parser(
-        "import-peer", help="import a LangGraph store dump or a Mem0 export through the API"
+        "import-peer",
+        help="import a LangGraph store dump, a Mem0 export or LangChain documents through the API",
     )
     peers.add_arguments(peer)
     docs_sync.add_commands(commands)

@@ -177,7 +177,7 @@ async def _check_quota(
     )
 
 
-async def put_document(  # noqa: PLR0912 - a branch per outcome of a put
+async def put_document(
     pool: AsyncConnectionPool,
     *,
     tenant_id: str,
@@ -200,7 +200,7 @@ async def put_document(  # noqa: PLR0912 - a branch per outcome of a put
     async with transaction(pool, tenant_id) as conn:
         if request_id:
 
-            async def replay(stored_id: str, _: list[uuid.UUID]) -> PutResult:
+            async def replay(stored_id: str, items: list[uuid.UUID]) -> PutResult:
                 found = await fetch(
                     conn,
                     sql.SQL("SELECT {} FROM documents WHERE tenant_id = %s AND id = %s").format(
@@ -210,7 +210,7 @@ async def put_document(  # noqa: PLR0912 - a branch per outcome of a put
                 )
                 if not found:
                     raise not_found(repr(stored_id))
-                return PutResult(found[0], changed=True, created=found[0].version == 1)
+                return PutResult(found[0], changed=bool(items), created=len(items) == 2)
 
             replayed = await idempotency.claim_or_replay(
                 conn,
@@ -223,77 +223,97 @@ async def put_document(  # noqa: PLR0912 - a branch per outcome of a put
             )
             if replayed is not None:
                 return replayed
-        query = sql.SQL(
-            "SELECT {} FROM documents WHERE tenant_id = %(tenant)s AND {} FOR UPDATE"
-        ).format(columns(content=False), key_condition(new.id))
-        found = await fetch(conn, query, _key_params(tenant_id, new))
-        old = found[0] if found else None
-        if old is None and new.id is not None:
-            raise not_found(repr(str(new.id)))
-        if expected_version is not None and (old.version if old else 0) != expected_version:
-            raise Aborted(
-                f"the document is at version {old.version if old else 0}, not {expected_version}"
-            )
-        if (
-            old is not None
-            and new.id is not None
-            and new.namespace
-            and (old.namespace != new.namespace or old.path != new.path)
-        ):
-            raise NotFound(f"document {str(new.id)!r} has another namespace and path")
-        if old is None:
-            if chunks is None:
-                raise NeedChunks
-            await _check_quota(
-                conn, tenant_id, documents=1, added_bytes=new.size_bytes, limits=limits
-            )
-            doc = await _insert(
-                conn,
-                tenant_id,
-                doc_id=new_id,
-                new=new,
-                chunks=chunks,
-                embedding_model=embedding_model,
-            )
-            await _record(conn, tenant_id, doc, new.content, actor)
-            return PutResult(doc, changed=True, created=True)
+        result = await _put(
+            conn,
+            tenant_id,
+            new_id=new_id,
+            actor=actor,
+            new=new,
+            chunks=chunks,
+            embedding_model=embedding_model,
+            expected_version=expected_version,
+            limits=limits,
+        )
         if request_id:
+            # What the first call did, for its replays: no item (nothing changed),
+            # the document once (changed) or twice (created).
+            doc_id = result.document.id
+            items = [doc_id] * (2 if result.created else 1 if result.changed else 0)
             await idempotency.record_items(
                 conn,
                 tenant_id=tenant_id,
                 request_id=request_id,
-                item_ids=[],
-                resource_id=str(old.id),
+                item_ids=items,
+                resource_id=str(doc_id),
             )
-        same_content = (
-            bytes(old.content_hash),
-            old.media_type,
-            old.chunk_tokens,
-            old.overlap_tokens,
-        ) == (new.content_hash, new.media_type, new.chunk_tokens, new.overlap_tokens)
-        if same_content and chunks is not None and embedding_model != old.embedding_model:
-            same_content = False  # the caller's own chunks, of another model
-        if same_content:
-            if all(getattr(old, f) == getattr(new, f) for f in _FIELDS):
-                return PutResult(old, changed=False, created=False)
-            doc = await _update(
-                conn, tenant_id, old=old, new=new, chunks=None, embedding_model=old.embedding_model
-            )
-        else:
-            if chunks is None:
-                raise NeedChunks
-            await _check_quota(
-                conn,
-                tenant_id,
-                documents=0,
-                added_bytes=new.size_bytes - old.size_bytes,
-                limits=limits,
-            )
-            doc = await _update(
-                conn, tenant_id, old=old, new=new, chunks=chunks, embedding_model=embedding_model
-            )
+        return result
+
+
+async def _put(
+    conn: Conn,
+    tenant_id: str,
+    *,
+    new_id: uuid.UUID,
+    actor: str,
+    new: NewDocument,
+    chunks: list[NewChunk] | None,
+    embedding_model: str,
+    expected_version: int | None,
+    limits: quotas.Limits,
+) -> PutResult:
+    """put_document's work in its transaction (after the idempotency key)."""
+    query = sql.SQL(
+        "SELECT {} FROM documents WHERE tenant_id = %(tenant)s AND {} FOR UPDATE"
+    ).format(columns(content=False), key_condition(new.id))
+    found = await fetch(conn, query, _key_params(tenant_id, new))
+    old = found[0] if found else None
+    if old is None and new.id is not None:
+        raise not_found(repr(str(new.id)))
+    if expected_version is not None and (old.version if old else 0) != expected_version:
+        raise Aborted(
+            f"the document is at version {old.version if old else 0}, not {expected_version}"
+        )
+    if (
+        old is not None
+        and new.id is not None
+        and new.namespace
+        and (old.namespace != new.namespace or old.path != new.path)
+    ):
+        raise NotFound(f"document {str(new.id)!r} has another namespace and path")
+    if old is None:
+        if chunks is None:
+            raise NeedChunks
+        await _check_quota(conn, tenant_id, documents=1, added_bytes=new.size_bytes, limits=limits)
+        doc = await _insert(
+            conn, tenant_id, doc_id=new_id, new=new, chunks=chunks, embedding_model=embedding_model
+        )
         await _record(conn, tenant_id, doc, new.content, actor)
-        return PutResult(doc, changed=True, created=False)
+        return PutResult(doc, changed=True, created=True)
+    same_content = (
+        bytes(old.content_hash),
+        old.media_type,
+        old.chunk_tokens,
+        old.overlap_tokens,
+    ) == (new.content_hash, new.media_type, new.chunk_tokens, new.overlap_tokens)
+    if same_content and chunks is not None and embedding_model != old.embedding_model:
+        same_content = False  # the caller's own chunks, of another model
+    if same_content:
+        if all(getattr(old, f) == getattr(new, f) for f in _FIELDS):
+            return PutResult(old, changed=False, created=False)
+        doc = await _update(
+            conn, tenant_id, old=old, new=new, chunks=None, embedding_model=old.embedding_model
+        )
+    else:
+        if chunks is None:
+            raise NeedChunks
+        await _check_quota(
+            conn, tenant_id, documents=0, added_bytes=new.size_bytes - old.size_bytes, limits=limits
+        )
+        doc = await _update(
+            conn, tenant_id, old=old, new=new, chunks=chunks, embedding_model=embedding_model
+        )
+    await _record(conn, tenant_id, doc, new.content, actor)
+    return PutResult(doc, changed=True, created=False)
 
 
 async def _insert(
