@@ -22,7 +22,8 @@ from google.protobuf import struct_pb2
 from memoryd.v1 import document_pb2 as pb
 from memoryd.v1 import document_pb2_grpc
 from memoryd.v1 import search_pb2 as spb
-from tests.conftest import assert_status
+from memoryd_server.config import Settings
+from tests.conftest import ServerThread, assert_status
 
 DIM = 384
 Stub = document_pb2_grpc.DocumentServiceStub
@@ -498,3 +499,51 @@ def test_bad_searches(stub: Stub) -> None:
         ),
         grpc.StatusCode.FAILED_PRECONDITION,
     )
+
+
+def test_limits_hold_in_bytes(stub: Stub) -> None:
+    """A namespace and path within their character limits but over the index's bytes."""
+    namespace = ["漢" * 128] * 16
+    assert_status(
+        lambda: stub.PutDocument(
+            pb.PutDocumentRequest(
+                document=pb.Document(namespace=namespace, path="字" * 1024, content="x")
+            )
+        ),
+        INVALID,
+        field="document.namespace",
+    )
+
+
+@pytest.fixture(scope="module")
+def small_server(test_settings: Settings, memoryd_server: ServerThread) -> Iterator[Stub]:
+    """A server whose documents hold at most 1,000 bytes."""
+    del memoryd_server  # it migrated the database
+    server = ServerThread(test_settings.replace(max_document_bytes=1000))
+    try:
+        with grpc.insecure_channel(server.addr) as channel:
+            yield document_pb2_grpc.DocumentServiceStub(channel)
+    finally:
+        server.stop()
+
+
+def test_document_size_limit_counts_utf8_bytes(small_server: Stub, uid: str) -> None:
+    ok = pb.Document(namespace=["d", uid], path="fits.txt", content="é" * 500)  # 1,000 bytes
+    assert small_server.PutDocument(pb.PutDocumentRequest(document=ok)).created
+    over = pb.Document(namespace=["d", uid], path="over.txt", content="é" * 500 + "x")
+    err = assert_status(
+        lambda: small_server.PutDocument(pb.PutDocumentRequest(document=over)),
+        INVALID,
+        field="document.content",
+    )
+    assert "1001 bytes" in (err.details() or "")
+
+    def stream() -> Iterator[pb.UploadDocumentRequest]:
+        yield pb.UploadDocumentRequest(
+            header=pb.PutDocumentRequest(document=pb.Document(namespace=["d", uid], path="u.txt"))
+        )
+        for _ in range(100):  # stops at the first piece past the limit
+            yield pb.UploadDocumentRequest(content=b"0123456789" * 30)
+
+    err = assert_status(lambda: small_server.UploadDocument(stream()), INVALID, field="content")
+    assert "MEMORYD_MAX_DOCUMENT_BYTES" in (err.details() or "")
