@@ -98,6 +98,9 @@ PARSED = [
     ("MEMORYD_QUOTA_BURST", "50", "quota_burst", 50),
     ("MEMORYD_QUOTA_MAX_MEMORIES", "0", "quota_max_memories", 0),
     ("MEMORYD_QUOTA_MAX_CONVERSATIONS", "500", "quota_max_conversations", 500),
+    ("MEMORYD_QUOTA_MAX_DOCUMENTS", "0", "quota_max_documents", 0),
+    ("MEMORYD_QUOTA_MAX_DOCUMENT_BYTES", "1048576", "quota_max_document_bytes", 1048576),
+    ("MEMORYD_MAX_DOCUMENT_BYTES", "2048", "max_document_bytes", 2048),
 ]
 
 # Variables valid only together with others (the values are those of PARSED).
