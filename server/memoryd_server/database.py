@@ -9,7 +9,7 @@ import time
 import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -330,18 +330,29 @@ async def transaction(
         local["memoryd.tenant"] = tenant_id
     try:
         with map_pg_errors():
-            async with pool.connection() as conn, conn.transaction():
-                if snapshot:  # before any query takes a snapshot
-                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                if local:
-                    calls = sql.SQL(", ").join(
-                        sql.SQL("set_config({}, {}, true)").format(
-                            sql.Literal(k), sql.Placeholder()
-                        )
-                        for k in local
-                    )
-                    await conn.execute(sql.SQL("SELECT {}").format(calls), list(local.values()))
-                yield conn
+            async with pool.connection() as conn:
+                if snapshot:  # psycopg's BEGIN then says so: no round trip of its own
+                    await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+                    await conn.set_read_only(True)
+                try:
+                    async with conn.transaction():
+                        if local:
+                            calls = sql.SQL(", ").join(
+                                sql.SQL("set_config({}, {}, true)").format(
+                                    sql.Literal(k), sql.Placeholder()
+                                )
+                                for k in local
+                            )
+                            await conn.execute(
+                                sql.SQL("SELECT {}").format(calls), list(local.values())
+                            )
+                        yield conn
+                finally:
+                    if snapshot:  # the pool's next user gets the server's defaults
+                        # A broken connection cannot be reset, and the pool drops it.
+                        with suppress(psycopg.Error):
+                            await conn.set_isolation_level(None)
+                            await conn.set_read_only(None)
     except Unavailable as exc:
         # A connection lost mid-call: find out now whether the database is down,
         # so the next calls fail at once instead of each finding out.
