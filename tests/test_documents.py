@@ -196,6 +196,7 @@ def test_put_by_id_and_expected_version(stub: Stub, uid: str) -> None:
     )
     assert by_id.document.version == 2
     assert by_id.document.path == "guide.md"
+    assert by_id.document.media_type == "text/markdown"  # the stored path's, not an empty one's
     assert_status(
         lambda: stub.PutDocument(
             pb.PutDocumentRequest(

@@ -129,15 +129,23 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
     async def _put(
         self, request: pb.PutDocumentRequest, context: Context, content: str | None = None
     ) -> store.PutResult:
-        document = request.document
+        document = pb.Document()
+        document.CopyFrom(request.document)
         if content is not None:
-            document = pb.Document()
-            document.CopyFrom(request.document)
             document.content = content
+        tenant = tenancy.tenant_of(context)
+        if document.id and not document.path and not document.namespace:
+            # By id alone: the stored name, so the path's defaults (media type,
+            # title) are the document's own, not those of an empty path.
+            stored = await listing.get_document(
+                self._pool, tenant_id=tenant,
+                document_id=parse_uuid("document.id", document.id), content=False,
+            )  # fmt: skip
+            document.namespace[:] = stored.namespace
+            document.path = stored.path
         new = convert.new_document(
             "document", document, request.chunking, max_bytes=self._max_bytes
         )
-        tenant = tenancy.tenant_of(context)
         expected = request.expected_version if request.HasField("expected_version") else None
         if expected is not None and expected < 0:
             raise InvalidArgument("expected_version", "must not be negative")
