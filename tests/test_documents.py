@@ -548,3 +548,19 @@ def test_document_size_limit_counts_utf8_bytes(small_server: Stub, uid: str) -> 
 
     err = assert_status(lambda: small_server.UploadDocument(stream()), INVALID, field="content")
     assert "MEMORYD_MAX_DOCUMENT_BYTES" in (err.details() or "")
+
+
+def test_windows_end_at_paragraphs_then_sentences(stub: Stub, uid: str) -> None:
+    """Over the budget, a chunk ends after the last blank line in its second half, else
+    after the last sentence end there, else at the budget."""
+    paragraph = " ".join(f"p{i}" for i in range(24)) + " end."  # 26 tokens
+    content = "\n\n".join([paragraph] * 4)
+    options = pb.ChunkingOptions(chunk_tokens=40, overlap_tokens=0)
+    doc = put(stub, uid, "paras.txt", content, chunking=options).document
+    chunks = chunks_of(stub, doc.id)
+    assert [c.content for c in chunks] == [paragraph] * 4
+    sentences = " ".join(f"s{i}." if i % 10 == 9 else f"s{i}" for i in range(60))
+    doc = put(stub, uid, "sentences.txt", sentences, chunking=options).document
+    first = chunks_of(stub, doc.id)[0]
+    assert first.content.endswith("s29.")  # the last sentence end within 40 tokens
+    assert first.token_count == 33  # 30 words and the 3 "." tokens after s9, s19, s29

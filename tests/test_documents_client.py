@@ -62,7 +62,9 @@ def test_large_content_goes_by_upload(client: memoryd.Client, uid: str) -> None:
     """Content over a gRPC message's default size is streamed without the caller asking."""
     content = "".join(f"## Part {i}\n\n" + "lorem ipsum dolor sit amet. " * 2000 for i in range(90))
     assert len(content) > 4 * 1024 * 1024
-    result = client.documents.put(["docs", uid], "big.md", content)
+    # Megabytes are chunked and stored in seconds, more on a loaded machine: a deadline
+    # to match, as the client's docs advise.
+    result = client.documents.put(["docs", uid], "big.md", content, timeout=120)
     assert result.created
     assert result.document.size_bytes == len(content)
     assert client.documents.get(result.document.id).content == content

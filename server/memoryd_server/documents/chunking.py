@@ -7,6 +7,7 @@ points) into the document's content, and every chunk's text is exactly
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -24,7 +25,10 @@ _TOKEN = re.compile(r"\w+|[^\w\s]+")
 _HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 # A code fence opens or closes: headings inside fenced code are code.
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_SENTENCE_END = re.compile(r"[.!?:;]$")
+# A token-ending character that ends a sentence (no other punctuation follows).
+_SENTENCE_END = re.compile(r"[.!?:;](?![^\w\s])")
+# A blank line (spaces and tabs allowed on it): a paragraph's end.
+_PARAGRAPH = re.compile(r"\n[ \t]*\r?\n")
 
 
 @dataclass(frozen=True)
@@ -106,32 +110,41 @@ def _merged(sections: list[_Section]) -> list[_Section]:
     return merged
 
 
-def _break_at(content: str, tokens: list[re.Match[str]], low: int, high: int) -> int:
-    """Where to end a chunk of tokens[i:end] with low < end <= high: after a paragraph
-    end if one falls there, else a sentence end, else at ``high``."""
-    sentence = 0
-    for end in range(high, low, -1):
-        if end >= len(tokens):
-            return end
-        gap = content[tokens[end - 1].end() : tokens[end].start()]
-        if "\n\n" in gap or "\n\r\n" in gap:
-            return end
-        if not sentence and _SENTENCE_END.search(tokens[end - 1].group()):
-            sentence = end
-    return sentence or high
+def _window_end(content: str, tokens: list[tuple[int, int]], low: int, high: int) -> int:
+    """Where a window of tokens[..:high] ends best, after ``low``: after the last blank
+    line between tokens[low] and tokens[high], else after the last token in that
+    range that ends a sentence, else at ``high``. Scans only the window's text."""
+    region = (tokens[low][0], tokens[high][0])
+    last = None
+    for last in _PARAGRAPH.finditer(content, *region):  # noqa: B007 - the last one counts
+        pass
+    if last is not None:
+        return bisect.bisect_right(tokens, last.start(), lo=low, hi=high, key=lambda t: t[0])
+    for last in _SENTENCE_END.finditer(content, region[0], tokens[high - 1][1]):  # noqa: B007
+        pass
+    if last is not None:
+        return bisect.bisect_right(tokens, last.start(), lo=low, hi=high, key=lambda t: t[0])
+    return high
 
 
 def _split(content: str, section: _Section, budget: int, overlap: int) -> list[ChunkSpan]:
-    tokens = list(_TOKEN.finditer(content, section.start, section.end))
+    """``section`` cut into windows of at most ``budget`` tokens, each repeating the last
+    ``overlap`` of the one before; a window ends at a paragraph or sentence end in
+    its second half when there is one (``_window_end``)."""
+    # (start, end) pairs: a million Match objects kept alive cost 3x their scan in
+    # garbage collection.
+    tokens = [m.span() for m in _TOKEN.finditer(content, section.start, section.end)]
     if not tokens:
         return []
     spans: list[ChunkSpan] = []
     i = 0
     while True:
         high = min(i + budget, len(tokens))
-        end = high if high == len(tokens) else _break_at(content, tokens, i + budget // 2, high)
-        start = section.start if i == 0 else tokens[i].start()
-        stop = section.end if end == len(tokens) else tokens[end - 1].end()
+        end = high
+        if high < len(tokens):
+            end = _window_end(content, tokens, i + budget // 2, high)
+        start = section.start if i == 0 else tokens[i][0]
+        stop = section.end if end == len(tokens) else tokens[end - 1][1]
         spans.append(ChunkSpan(start, stop, section.heading_path, end - i))
         if end == len(tokens):
             return spans

@@ -47,7 +47,8 @@ class AsyncDocuments:
 
         Unchanged content is a no-op (``changed`` False); changed content
         replaces every chunk at once. Content over 4 MiB goes by ``upload``.
-        Retried safely.
+        Retried safely. Megabytes take the server seconds to chunk, embed and
+        store: give such puts a ``timeout`` beyond the client's default.
         """
         request = calls.put_request(
             namespace=namespace,
