@@ -179,18 +179,22 @@ CREATE TRIGGER documents_bytes_deletes AFTER DELETE ON documents
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON documents, document_chunks TO memoryd_app;
 GRANT SELECT, INSERT, DELETE ON document_versions TO memoryd_app;
+-- memoryd reembed embeds chunks in the new model (and names it on their documents).
+GRANT SELECT, UPDATE ON documents, document_chunks TO memoryd_maintenance;
 
 ALTER TABLE documents ENABLE ROW LEVEL SECURITY;
 ALTER TABLE documents FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON documents
     USING (tenant_id = current_setting('memoryd.tenant', true))
     WITH CHECK (tenant_id = current_setting('memoryd.tenant', true));
+CREATE POLICY maintenance ON documents TO memoryd_maintenance USING (true) WITH CHECK (true);
 
 ALTER TABLE document_chunks ENABLE ROW LEVEL SECURITY;
 ALTER TABLE document_chunks FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON document_chunks
     USING (tenant_id = current_setting('memoryd.tenant', true))
     WITH CHECK (tenant_id = current_setting('memoryd.tenant', true));
+CREATE POLICY maintenance ON document_chunks TO memoryd_maintenance USING (true) WITH CHECK (true);
 
 ALTER TABLE document_versions ENABLE ROW LEVEL SECURITY;
 ALTER TABLE document_versions FORCE ROW LEVEL SECURITY;

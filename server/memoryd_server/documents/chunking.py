@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_CHUNK_TOKENS = 256
@@ -174,6 +175,11 @@ def chunk(
         for span in _split(content, section, chunk_tokens, overlap_tokens):
             spans.append(_trimmed(content, span))
     return spans
+
+
+def embedding_text(heading_path: Sequence[str], text: str) -> str:
+    """What the server embeds for a chunk: its headings give it context."""
+    return f"{' > '.join(heading_path)}\n\n{text}" if heading_path else text
 
 
 def count_tokens(text: str) -> int:

@@ -34,11 +34,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 _INLINE_CHUNKING_BYTES = 64 * 1024
 
 
-def _embedding_text(heading_path: list[str], text: str) -> str:
-    """What the server embeds for a chunk: its headings give it context."""
-    return f"{' > '.join(heading_path)}\n\n{text}" if heading_path else text
-
-
 class DocumentServicer(pb_grpc.DocumentServiceServicer):
     """The proto boundary of DocumentService."""
 
@@ -78,7 +73,7 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
         if not chunks or not self._embeddings.can_embed(serving):
             return chunks, ""
         vectors = await self._embeddings.embed(
-            serving, [_embedding_text(c.heading_path, c.content) for c in chunks]
+            serving, [chunking.embedding_text(c.heading_path, c.content) for c in chunks]
         )
         return [
             NewChunk(
