@@ -564,3 +564,35 @@ def test_windows_end_at_paragraphs_then_sentences(stub: Stub, uid: str) -> None:
     first = chunks_of(stub, doc.id)[0]
     assert first.content.endswith("s29.")  # the last sentence end within 40 tokens
     assert first.token_count == 33  # 30 words and the 3 "." tokens after s9, s19, s29
+
+
+def test_get_a_past_version(stub: Stub, uid: str) -> None:
+    """Every version's fields and content stay readable until the document is deleted."""
+    first = put(stub, uid, "h.md", tags=["v1"]).document
+    put(stub, uid, "h.md", "# Second\n\nnew text\n", tags=["v2"])
+    old = stub.GetDocument(pb.GetDocumentRequest(document_id=first.id, version=1)).document
+    assert old.content == MARKDOWN
+    assert list(old.tags) == ["v1"]
+    assert old.version == 1
+    assert old.content_hash == first.content_hash
+    assert old.update_time == first.update_time
+    by_path = stub.GetDocument(
+        pb.GetDocumentRequest(namespace=["d", uid], path="h.md", version=2, skip_content=True)
+    ).document
+    assert by_path.title == "Second"
+    assert by_path.content == ""
+    assert_status(
+        lambda: stub.GetDocument(pb.GetDocumentRequest(document_id=first.id, version=3)),
+        grpc.StatusCode.NOT_FOUND,
+        message="no version 3",
+    )
+    assert_status(
+        lambda: stub.GetDocument(pb.GetDocumentRequest(document_id=first.id, version=0)),
+        INVALID,
+        field="version",
+    )
+    stub.DeleteDocument(pb.DeleteDocumentRequest(document_id=first.id))
+    assert_status(
+        lambda: stub.GetDocument(pb.GetDocumentRequest(document_id=first.id, version=1)),
+        grpc.StatusCode.NOT_FOUND,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ from memoryd_server.database import transaction
 from memoryd_server.documents.filters import filter_condition
 from memoryd_server.documents.models import Chunk, Document, DocumentFilter
 from memoryd_server.documents.store import CHUNK_SELECT, columns, fetch, key_condition, not_found
+from memoryd_server.errors import NotFound
 from memoryd_server.memories.models import ns_path
 
 
@@ -36,6 +38,33 @@ async def get_document(
         where = "/".join(namespace or [])
         raise not_found(repr(str(document_id)) if document_id else f"{path!r} in {where!r}")
     return found[0]
+
+
+async def get_version(
+    pool: AsyncConnectionPool,
+    *,
+    tenant_id: str,
+    document_id: uuid.UUID,
+    version: int,
+    content: bool = True,
+) -> Document:
+    """The document as it was at ``version`` (from its history), or NOT_FOUND."""
+    async with transaction(pool, tenant_id) as conn:
+        cur = await conn.execute(
+            "SELECT state, CASE WHEN %s THEN content END FROM document_versions"
+            " WHERE tenant_id = %s AND document_id = %s AND version = %s",
+            (content, tenant_id, document_id, version),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"document {str(document_id)!r} has no version {version}")
+    state, text = row
+    values = dict(state) | {"content": text}
+    values["id"] = uuid.UUID(values["id"])
+    values["content_hash"] = bytes.fromhex(values["content_hash"])
+    for name in ("create_time", "update_time"):
+        values[name] = dt.datetime.fromisoformat(values[name])
+    return Document(**values)
 
 
 async def list_documents(

@@ -241,7 +241,23 @@ class DocumentServicer(pb_grpc.DocumentServiceServicer):
         by_path = bool(request.namespace or request.path)
         if request.document_id and by_path:
             raise InvalidArgument("document_id", "give document_id or namespace and path, not both")
-        if by_path:
+        if request.HasField("version"):
+            if request.version < 1:
+                raise InvalidArgument("version", "must be 1 or more")
+            if by_path:  # the id of the document now at that path
+                found = await listing.get_document(
+                    self._pool, tenant_id=tenant,
+                    namespace=memory_convert.namespace("namespace", request.namespace),
+                    path=convert.path("path", request.path), content=False,
+                )  # fmt: skip
+                document_id = found.id
+            else:
+                document_id = parse_uuid("document_id", request.document_id)
+            doc = await listing.get_version(
+                self._pool, tenant_id=tenant, document_id=document_id,
+                version=request.version, content=not request.skip_content,
+            )  # fmt: skip
+        elif by_path:
             doc = await listing.get_document(
                 self._pool,
                 tenant_id=tenant,

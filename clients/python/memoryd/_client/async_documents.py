@@ -140,12 +140,14 @@ class AsyncDocuments:
         namespace: Sequence[str] | None = None,
         path: str = "",
         skip_content: bool = False,
+        version: int | None = None,
         timeout: float | None = None,
     ) -> d.Document:
-        """A document with its content, by id or by ``namespace`` and ``path``; NotFound if none."""
+        """A document with its content, by id or by ``namespace`` and ``path``, now or at a
+        past ``version``; NotFound if none."""
         response = await self._t.call(
             SERVICE + "GetDocument",
-            calls.get_request(document_id, namespace, path, skip_content),
+            calls.get_request(document_id, namespace, path, skip_content, version),
             pb.GetDocumentResponse,
             retryable=True,
             timeout=timeout,

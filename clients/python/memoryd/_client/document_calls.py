@@ -97,14 +97,21 @@ def upload_messages(request: pb.PutDocumentRequest) -> list[pb.UploadDocumentReq
 
 
 def get_request(
-    document_id: str, namespace: Sequence[str] | None, path: str, skip_content: bool
+    document_id: str,
+    namespace: Sequence[str] | None,
+    path: str,
+    skip_content: bool,
+    version: int | None = None,
 ) -> pb.GetDocumentRequest:
-    return pb.GetDocumentRequest(
+    request = pb.GetDocumentRequest(
         document_id=document_id,
         namespace=convert.strings(namespace or ()),
         path=path,
         skip_content=skip_content,
     )
+    if version is not None:
+        request.version = version
+    return request
 
 
 def filter_pb(f: d.DocumentFilter | None) -> pb.DocumentFilter | None:

@@ -517,12 +517,17 @@ class GetDocumentRequest(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     SKIP_CONTENT_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     document_id: _builtins.str
     """The document's id."""
     path: _builtins.str
     """With namespace: the document's path."""
     skip_content: _builtins.bool
     """Leave the content out (for a cheap look at the version or hash)."""
+    version: _builtins.int
+    """A past version (1, 2, ...) instead of the current one. Every version's
+    fields and content are kept until the document is deleted.
+    """
     @_builtins.property
     def namespace(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """With path: the document's namespace."""
@@ -534,12 +539,15 @@ class GetDocumentRequest(_message.Message):
         namespace: _abc.Iterable[_builtins.str] | None = ...,
         path: _builtins.str = ...,
         skip_content: _builtins.bool = ...,
+        version: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "version", b"version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_id", b"document_id", "namespace", b"namespace", "path", b"path", "skip_content", b"skip_content"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "document_id", b"document_id", "namespace", b"namespace", "path", b"path", "skip_content", b"skip_content", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
+    _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
 
 Global___GetDocumentRequest: _TypeAlias = GetDocumentRequest  # noqa: Y015
 

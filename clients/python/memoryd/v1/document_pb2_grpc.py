@@ -137,10 +137,11 @@ class DocumentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDocument(self, request, context):
-        """Gets a document with its content, by id or by (namespace, path).
+        """Gets a document with its content, by id or by (namespace, path), as it is
+        or at a past version.
 
-        Returns NOT_FOUND if there is none, INVALID_ARGUMENT if neither or both
-        ways are given.
+        Returns NOT_FOUND if there is none (or no such version), INVALID_ARGUMENT
+        if neither or both ways are given.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -72,10 +72,11 @@ class DocumentServiceStub:
     has no `header` or a later one has one, and everything PutDocument does.
     """
     GetDocument: _grpc.UnaryUnaryMultiCallable[_document_pb2.GetDocumentRequest, _document_pb2.GetDocumentResponse]
-    """Gets a document with its content, by id or by (namespace, path).
+    """Gets a document with its content, by id or by (namespace, path), as it is
+    or at a past version.
 
-    Returns NOT_FOUND if there is none, INVALID_ARGUMENT if neither or both
-    ways are given.
+    Returns NOT_FOUND if there is none (or no such version), INVALID_ARGUMENT
+    if neither or both ways are given.
     """
     ListDocuments: _grpc.UnaryUnaryMultiCallable[_document_pb2.ListDocumentsRequest, _document_pb2.ListDocumentsResponse]
     """Lists documents matching a filter (without content), ordered by
@@ -152,10 +153,11 @@ class DocumentServiceAsyncStub(DocumentServiceStub):
     has no `header` or a later one has one, and everything PutDocument does.
     """
     GetDocument: _aio.UnaryUnaryMultiCallable[_document_pb2.GetDocumentRequest, _document_pb2.GetDocumentResponse]  # type: ignore[assignment]
-    """Gets a document with its content, by id or by (namespace, path).
+    """Gets a document with its content, by id or by (namespace, path), as it is
+    or at a past version.
 
-    Returns NOT_FOUND if there is none, INVALID_ARGUMENT if neither or both
-    ways are given.
+    Returns NOT_FOUND if there is none (or no such version), INVALID_ARGUMENT
+    if neither or both ways are given.
     """
     ListDocuments: _aio.UnaryUnaryMultiCallable[_document_pb2.ListDocumentsRequest, _document_pb2.ListDocumentsResponse]  # type: ignore[assignment]
     """Lists documents matching a filter (without content), ordered by
@@ -247,10 +249,11 @@ class DocumentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _document_pb2.GetDocumentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_document_pb2.GetDocumentResponse, _abc.Awaitable[_document_pb2.GetDocumentResponse]]:
-        """Gets a document with its content, by id or by (namespace, path).
+        """Gets a document with its content, by id or by (namespace, path), as it is
+        or at a past version.
 
-        Returns NOT_FOUND if there is none, INVALID_ARGUMENT if neither or both
-        ways are given.
+        Returns NOT_FOUND if there is none (or no such version), INVALID_ARGUMENT
+        if neither or both ways are given.
         """
 
     @_abc_1.abstractmethod
