@@ -596,3 +596,29 @@ def test_get_a_past_version(stub: Stub, uid: str) -> None:
         lambda: stub.GetDocument(pb.GetDocumentRequest(document_id=first.id, version=1)),
         grpc.StatusCode.NOT_FOUND,
     )
+
+
+def test_an_upload_cut_off_midway_writes_nothing(stub: Stub, uid: str) -> None:
+    """A client that goes away mid-stream (its call cancelled) leaves no document."""
+    sent = threading.Event()
+    release = threading.Event()
+
+    def stream() -> Iterator[pb.UploadDocumentRequest]:
+        yield pb.UploadDocumentRequest(
+            header=pb.PutDocumentRequest(document=pb.Document(namespace=["d", uid], path="cut.md"))
+        )
+        yield pb.UploadDocumentRequest(content=b"# Cut\n\nthe first half")
+        sent.set()
+        release.wait(30)  # the client stalls here until the test has cancelled the call
+        yield pb.UploadDocumentRequest(content=b" and the rest")
+
+    future = stub.UploadDocument.future(stream())
+    assert sent.wait(30)
+    future.cancel()
+    release.set()
+    with pytest.raises(grpc.FutureCancelledError):
+        future.result()
+    assert_status(
+        lambda: stub.GetDocument(pb.GetDocumentRequest(namespace=["d", uid], path="cut.md")),
+        grpc.StatusCode.NOT_FOUND,
+    )
