@@ -24,8 +24,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.rpc import error_details_pb2, status_pb2
 
 import memoryd.v1
-from memoryd.v1 import admin_pb2, conversation_pb2, memory_pb2
+from memoryd.v1 import admin_pb2, conversation_pb2, document_pb2, memory_pb2
 from memoryd.v1 import conversation_pb2_grpc as conversation_grpc
+from memoryd.v1 import document_pb2_grpc as document_grpc
 from memoryd.v1 import memory_pb2_grpc as memory_grpc
 from memoryd_server.ids import uuid7
 
@@ -43,6 +44,7 @@ class Rpc:
     name: str
     input: type[pb_message.Message]
     output: type[pb_message.Message]
+    client_streaming: bool = False
 
     @property
     def path(self) -> str:
@@ -64,6 +66,7 @@ def _discover() -> list[Rpc]:
                         method.name,
                         message_factory.GetMessageClass(method.input_type),
                         message_factory.GetMessageClass(method.output_type),
+                        method.client_streaming,
                     )
                     for method in service.methods
                 )
@@ -106,14 +109,21 @@ class Outcome:
 def invoke(
     channel: grpc.Channel, rpc: Rpc, request: pb_message.Message, metadata: Metadata = ()
 ) -> Outcome:
-    """Call ``rpc``; a failure is returned as its status, not raised."""
-    call = channel.unary_unary(
+    """Call ``rpc``; a failure is returned as its status, not raised.
+
+    A client-streaming RPC is sent ``request`` and then its ``_STREAM_TAILS``.
+    """
+    kind = channel.stream_unary if rpc.client_streaming else channel.unary_unary
+    call = kind(
         rpc.path,
         request_serializer=rpc.input.SerializeToString,
         response_deserializer=rpc.output.FromString,
     )
+    sent: Any = request
+    if rpc.client_streaming:
+        sent = iter([request, *_STREAM_TAILS.get(rpc.name, list)()])
     try:
-        response = call(request, metadata=tuple(metadata), timeout=30)
+        response = call(sent, metadata=tuple(metadata), timeout=30)
     except grpc.RpcError as err:
         trailers = err.trailing_metadata() or ()  # type: ignore[attr-defined]
         status = next((v for k, v in trailers if k == STATUS_TRAILER), b"")
@@ -141,6 +151,7 @@ class Resources:
     tag: str  # what makes the names below unique
     message_ids: tuple[str, ...] = ()
     memory_id: str = ""
+    document_id: str = ""
 
     @property
     def user_id(self) -> str:
@@ -171,6 +182,7 @@ class Resources:
         return (
             *(self.tenant_id, self.user_id, self.agent_id, self.conversation_id),
             *(*self.message_ids, self.memory_id, self.namespace[0], self.memory_key, self.key_id),
+            self.document_id,
         )
 
 
@@ -178,7 +190,7 @@ def ghost_of(tenant_id: str) -> Resources:
     """Resources of ``populate``'s shapes that exist nowhere (in ``tenant_id``)."""
     messages = (str(uuid7()), str(uuid7()))
     tag = uuid.uuid4().hex[:12]
-    return Resources(tenant_id, str(uuid.uuid4()), tag, messages, str(uuid7()))
+    return Resources(tenant_id, str(uuid.uuid4()), tag, messages, str(uuid7()), str(uuid7()))
 
 
 def populate(channel: grpc.Channel, tenant_id: str, member: Metadata, key_id: str) -> Resources:
@@ -247,7 +259,22 @@ def populate(channel: grpc.Channel, tenant_id: str, member: Metadata, key_id: st
         ),
         metadata=member,
     )
-    return Resources(tenant_id, key_id, res.tag, message_ids, created.memory.id)
+    document = document_grpc.DocumentServiceStub(channel).PutDocument(
+        document_pb2.PutDocumentRequest(
+            document=document_pb2.Document(
+                namespace=res.namespace,
+                path=f"doc-{res.tag}.md",
+                content=f"# Title {words}\n\ntext {words}\n",
+                user_id=res.user_id,
+                tags=[res.terms[0]],
+                metadata=struct(note=words),
+            )
+        ),
+        metadata=member,
+    )
+    return Resources(
+        tenant_id, key_id, res.tag, message_ids, created.memory.id, document.document.id
+    )
 
 
 # -- well-formed requests naming one tenant's resources ------------------------------
@@ -265,6 +292,7 @@ _FIELDS: dict[str, Callable[[Resources], Any]] = {
     "conversation_id": lambda r: r.conversation_id,
     "message_id": lambda r: r.message_ids[-1],
     "memory_id": lambda r: r.memory_id,
+    "document_id": lambda r: r.document_id,
     "key_id": lambda r: r.key_id,
     "prefix": lambda r: r.namespace,
     "query_text": lambda r: r.terms[0],
@@ -298,6 +326,18 @@ _OVERRIDES: dict[str, Callable[[Resources], dict[str, Any]]] = {
     "UpdateMemory": lambda r: {"update_mask": _mask("content")},
     "UpdateTenant": lambda r: {"update_mask": _mask("display_name")},
     "SupersedeMemory": lambda r: {"memory": memory_pb2.Memory(content="replacement")},
+    "PutDocument": lambda r: {
+        "document": document_pb2.Document(id=r.document_id, content="new document text")
+    },
+    "UploadDocument": lambda r: {
+        "header": document_pb2.PutDocumentRequest(document=document_pb2.Document(id=r.document_id))
+    },
+    "ListDocuments": lambda r: {
+        "filter": document_pb2.DocumentFilter(user_id=r.user_id, namespace_prefix=r.namespace)
+    },
+    "SearchDocuments": lambda r: {
+        "filter": document_pb2.DocumentFilter(user_id=r.user_id, namespace_prefix=r.namespace)
+    },
     "CreateMemory": lambda r: {
         "memory": memory_pb2.Memory(namespace=r.namespace, key=r.memory_key, content="upserted"),
         "upsert": True,
@@ -332,3 +372,9 @@ def assign(message: pb_message.Message, field: FieldDescriptor, value: Any) -> N
         getattr(message, field.name).CopyFrom(value)
     else:
         setattr(message, field.name, value)
+
+
+# The messages a client-streaming RPC sends after the one build_request makes.
+_STREAM_TAILS: dict[str, Callable[[], list[pb_message.Message]]] = {
+    "UploadDocument": lambda: [document_pb2.UploadDocumentRequest(content=b"uploaded text")],
+}

@@ -53,7 +53,10 @@ GRANTS = {
 OPERATOR_RPCS = {"CreateTenant", "ListTenants", "UpdateTenant", "DisableTenant", "EnableTenant"}
 # Other tenants' ids in these create the caller's own resources, or filter.
 CREATES = {"CreateConversation", "CreateMemory", "BatchCreateMemories"}
-LISTS = {"ListConversations", "ListMemories", "SearchMemories", "ListNamespaces", "SearchMessages"}
+LISTS = {
+    *("ListConversations", "ListMemories", "SearchMemories", "ListNamespaces", "SearchMessages"),
+    *("ListDocuments", "SearchDocuments"),
+}
 BY_NAME = {rpc.name: rpc for rpc in RPCS}
 LIST_CONVERSATIONS = BY_NAME["ListConversations"]
 
@@ -219,7 +222,13 @@ def _snapshot(channel: grpc.Channel, db: Any, tenant: TenantKeys, res: Resources
     """This tenant's data as its member sees it, and its rows behind the API."""
     state = [
         invoke(channel, BY_NAME[name], build_request(BY_NAME[name], res), tenant.metadata()).blob
-        for name in ("GetConversation", "ListMessages", "GetMemory", "GetMemoryHistory")
+        for name in (
+            "GetConversation",
+            "ListMessages",
+            "GetMemory",
+            "GetMemoryHistory",
+            "GetDocument",
+        )
     ]
     for query in (
         "SELECT display_name, state, disable_time FROM tenants WHERE tenant_id = %s",

@@ -120,6 +120,19 @@ def test_memory_is_found_first_by_embedding_and_by_text(node_result: dict[str, A
     assert memories["by_text"]["text_score"] > 0
 
 
+def test_documents_put_uploaded_as_a_stream_and_found(node_result: dict[str, Any]) -> None:
+    """A Node client puts a document, streams another (a piece ending inside a character)
+    and finds both by a word, with heading paths and code-point offsets."""
+    docs = node_result["documents"]
+    assert docs["chunk_count"] == 3
+    assert docs["uploaded_size"] == str(
+        len("# Upload\n\nUploaded café notes about quinces.\n".encode())
+    )
+    assert sorted(docs["found_paths"]) == ["guide.md", "upload.md"]
+    assert docs["heading_path"] == ["Guide", "Setup"]
+    assert docs["neighbours"] == [1, 1]
+
+
 def test_not_found_has_code_and_readable_details(node_result: dict[str, Any]) -> None:
     """The failing call is NOT_FOUND (5), and grpc-status-details-bin decodes to ErrorInfo."""
     error = node_result["not_found"]

@@ -19,8 +19,8 @@ import uuid
 import grpc
 import psycopg
 
+from memoryd.v1 import document_pb2, document_pb2_grpc, memory_pb2_grpc
 from memoryd.v1 import memory_pb2 as pb
-from memoryd.v1 import memory_pb2_grpc
 from memoryd.v1 import search_pb2 as spb
 from memoryd_server.config import Settings
 from memoryd_server.embeddings import reembed
@@ -49,6 +49,17 @@ def test_reembed_under_concurrent_writes_loses_nothing(
         return stub.CreateMemory(pb.CreateMemoryRequest(memory=memory), metadata=metadata).memory.id
 
     ids = [create(f"note {i} about apples and ocean waves") for i in range(60)]
+    documents = document_pb2_grpc.DocumentServiceStub(channel)
+    doc = documents.PutDocument(
+        document_pb2.PutDocumentRequest(
+            document=document_pb2.Document(
+                namespace=["move"], path="waves.md",
+                content="# Sea\n\n## Waves\n\nOcean waves at dawn.\n\n## Apples\n\nRed apples.\n",
+            )
+        ),
+        metadata=metadata,
+    ).document  # fmt: skip
+    assert doc.embedding_model == LOCAL_MODEL
     stop = threading.Event()
     written: list[str] = []
     empty_searches: list[str] = []
@@ -114,6 +125,18 @@ def test_reembed_under_concurrent_writes_loses_nothing(
     )
     assert found.embedding_model == TARGET
     assert len(found.results) == 5
+    # The document's chunks moved too, and are found by meaning in the new model.
+    assert result.chunks == 2
+    moved = documents.GetDocument(
+        document_pb2.GetDocumentRequest(document_id=doc.id, skip_content=True), metadata=metadata
+    ).document
+    assert moved.embedding_model == TARGET
+    hits = documents.SearchDocuments(
+        document_pb2.SearchDocumentsRequest(query_text="waves", mode=spb.SEARCH_MODE_VECTOR),
+        metadata=metadata,
+    )
+    assert hits.embedding_model == TARGET
+    assert len(hits.results) == 2
     channel.close()
 
 

@@ -24,6 +24,8 @@ from memoryd.v1 import (
     admin_pb2_grpc,
     conversation_pb2,
     conversation_pb2_grpc,
+    document_pb2,
+    document_pb2_grpc,
     memory_pb2,
     memory_pb2_grpc,
 )
@@ -38,6 +40,7 @@ from memoryd_server.conversations.embedding import BATCH as MESSAGE_EMBED_BATCH
 from memoryd_server.conversations.embedding import embed_pending_messages
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
+from memoryd_server.documents.servicer import DocumentServicer
 from memoryd_server.embeddings.base import Embedder
 from memoryd_server.embeddings.registry import ModelRegistry, ModelSpace, ensure_model
 from memoryd_server.embeddings.service import Embeddings, create_embedder, provider_of
@@ -68,6 +71,7 @@ SERVICE_NAMES = (
     conversation_pb2.DESCRIPTOR.services_by_name["ConversationService"].full_name,
     memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    document_pb2.DESCRIPTOR.services_by_name["DocumentService"].full_name,
 )
 
 
@@ -276,6 +280,9 @@ class Memoryd:
         )
         memory_pb2_grpc.add_MemoryServiceServicer_to_server(
             MemoryServicer(pool, self.settings, tokens, access, self._embeddings()), server
+        )
+        document_pb2_grpc.add_DocumentServiceServicer_to_server(
+            DocumentServicer(pool, self.settings, tokens, self._embeddings()), server
         )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(pool, self.settings, tokens, self.keys), server

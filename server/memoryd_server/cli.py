@@ -1,4 +1,5 @@
-"""The ``memoryd`` command: serve, migrate, export, import(-peer), mcp, tenants, keys, users."""
+"""The ``memoryd`` command: serve, migrate, export, import(-peer), docs, mcp, tenants, keys,
+users."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from memoryd_server.admin import cli as admin_cli
 from memoryd_server.app import serve
 from memoryd_server.config import DEFAULT_EMBEDDING_DIM, ConfigError, Settings
 from memoryd_server.database import EmbeddedDatabase, StartupError
+from memoryd_server.documents import sync as docs_sync
 from memoryd_server.embeddings import cli as embeddings_cli
 from memoryd_server.portability import PortabilityError, peers
 from memoryd_server.portability.export import export_tenant
@@ -89,12 +91,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file", type=Path, metavar="FILE", help="a file written by memoryd export")
     peer = commands.add_parser(
-        "import-peer", help="import a LangGraph store dump or a Mem0 export through the API"
+        "import-peer",
+        help="import a LangGraph store dump, a Mem0 export or LangChain documents through the API",
     )
     peers.add_arguments(peer)
     mcp_command.add_arguments(
         commands.add_parser("mcp", help="serve memoryd's tools to MCP clients (stdio or HTTP)")
     )
+    docs_sync.add_commands(commands)
     admin_cli.add_commands(commands.add_parser)
     embeddings_cli.add_commands(commands.add_parser)
     return parser
@@ -196,7 +200,7 @@ def _create_operator_key(settings: Settings, args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``memoryd`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    clients = {"import-peer": peers.run, "mcp": mcp_command.run}
+    clients = {"import-peer": peers.run, "mcp": mcp_command.run, "docs": docs_sync.run}
     if args.command in clients:  # clients of a running server: no server settings
         return clients[args.command](args, os.environ)
     if args.command in admin_cli.COMMANDS and not admin_cli.writes_database(args):

@@ -47,6 +47,9 @@ class Settings:
     pool_min_size: int = 1
     pool_max_size: int = 10
     max_content_bytes: int = 1024 * 1024
+    # A document's content (DocumentService); UploadDocument streams documents
+    # larger than one message.
+    max_document_bytes: int = 16 * 1024 * 1024
     # Fits a BatchCreateMemories of 10,000 memories with 1,536-dimensional embeddings.
     max_receive_bytes: int = 64 * 1024 * 1024
     # The server's embedding model (see embedding_model and dimension below).
@@ -95,6 +98,8 @@ class Settings:
     quota_burst: int = 200
     quota_max_memories: int = 1_000_000
     quota_max_conversations: int = 100_000
+    quota_max_documents: int = 100_000
+    quota_max_document_bytes: int = 10 * 1024 * 1024 * 1024
     # Admission control (admission.py), per method class: calls running at once
     # (None: the pool's size; 0: no limit, nothing is shed), calls queued
     # beyond them, and the longest a call may wait in the queue.
@@ -352,6 +357,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_POOL_MIN_SIZE", "pool_min_size", _positive_int),
     ("MEMORYD_POOL_MAX_SIZE", "pool_max_size", _positive_int),
     ("MEMORYD_MAX_CONTENT_BYTES", "max_content_bytes", _positive_int),
+    ("MEMORYD_MAX_DOCUMENT_BYTES", "max_document_bytes", _positive_int),
     ("MEMORYD_MAX_RECEIVE_BYTES", "max_receive_bytes", _positive_int),
     ("MEMORYD_EMBEDDER", "embedder", _embedder),
     ("MEMORYD_EMBEDDING_MODEL", "embedding_model", str),
@@ -382,6 +388,8 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_QUOTA_REQUESTS_PER_SECOND", "quota_requests_per_second", _non_negative_float),
     ("MEMORYD_QUOTA_BURST", "quota_burst", _non_negative_int),
     ("MEMORYD_QUOTA_MAX_MEMORIES", "quota_max_memories", _non_negative_int),
+    ("MEMORYD_QUOTA_MAX_DOCUMENTS", "quota_max_documents", _non_negative_int),
+    ("MEMORYD_QUOTA_MAX_DOCUMENT_BYTES", "quota_max_document_bytes", _non_negative_int),
     ("MEMORYD_QUOTA_MAX_CONVERSATIONS", "quota_max_conversations", _non_negative_int),
     ("MEMORYD_MAX_CONCURRENT_CALLS", "max_concurrent_calls", _non_negative_int),
     ("MEMORYD_MAX_QUEUED_CALLS", "max_queued_calls", _non_negative_int),

@@ -9,7 +9,7 @@ import time
 import urllib.parse
 import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -310,30 +310,49 @@ async def ping(pool: AsyncConnectionPool) -> bool:
 
 @asynccontextmanager
 async def transaction(
-    pool: AsyncConnectionPool, tenant_id: str | None, settings: Mapping[str, str] | None = None
+    pool: AsyncConnectionPool,
+    tenant_id: str | None,
+    settings: Mapping[str, str] | None = None,
+    *,
+    snapshot: bool = False,
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """A pooled connection in a transaction scoped to ``tenant_id`` for row-level security.
 
     Database errors become domain errors. With ``tenant_id`` None (server-wide
     tables, maintenance pools) no tenant is declared: RLS then admits no rows.
     ``settings`` are further transaction-local settings, sent in the same
-    round trip.
+    round trip. ``snapshot``: a read-only transaction whose statements all see
+    one snapshot (REPEATABLE READ), for reads of several statements that must
+    agree with each other.
     """
     local = dict(settings or {})
     if tenant_id is not None:
         local["memoryd.tenant"] = tenant_id
     try:
         with map_pg_errors():
-            async with pool.connection() as conn, conn.transaction():
-                if local:
-                    calls = sql.SQL(", ").join(
-                        sql.SQL("set_config({}, {}, true)").format(
-                            sql.Literal(k), sql.Placeholder()
-                        )
-                        for k in local
-                    )
-                    await conn.execute(sql.SQL("SELECT {}").format(calls), list(local.values()))
-                yield conn
+            async with pool.connection() as conn:
+                if snapshot:  # psycopg's BEGIN then says so: no round trip of its own
+                    await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+                    await conn.set_read_only(True)
+                try:
+                    async with conn.transaction():
+                        if local:
+                            calls = sql.SQL(", ").join(
+                                sql.SQL("set_config({}, {}, true)").format(
+                                    sql.Literal(k), sql.Placeholder()
+                                )
+                                for k in local
+                            )
+                            await conn.execute(
+                                sql.SQL("SELECT {}").format(calls), list(local.values())
+                            )
+                        yield conn
+                finally:
+                    if snapshot:  # the pool's next user gets the server's defaults
+                        # A broken connection cannot be reset, and the pool drops it.
+                        with suppress(psycopg.Error):
+                            await conn.set_isolation_level(None)
+                            await conn.set_read_only(None)
     except Unavailable as exc:
         # A connection lost mid-call: find out now whether the database is down,
         # so the next calls fail at once instead of each finding out.

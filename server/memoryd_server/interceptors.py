@@ -227,11 +227,13 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is not None and handler.stream_unary:
+            return rewrap(handler, lambda behavior, _: _translating(behavior, method))
         if handler is None or not handler.unary_unary:
             return handler
         parse = handler.request_deserializer
         sizes = self._sizes
-        method = handler_call_details.method
 
         def wrap(behavior: Behavior, _: bool) -> Behavior:
             async def guarded(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -253,6 +255,24 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return guarded
 
         return rewrap(handler, wrap, raw_requests=True)
+
+
+def _translating(behavior: Behavior, method: str) -> Behavior:
+    """``behavior`` (a client-streaming handler) with its errors turned into statuses."""
+
+    async def guarded(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(requests, context)
+        except Exception as exc:
+            if context.code() is not None:
+                raise
+            if not isinstance(exc, MemorydError):
+                log.exception("unhandled_error", rpc=method)
+            log_unavailable(exc, method)
+            code, message, details = to_status(exc)
+            await context.abort(code, message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
+
+    return guarded
 
 
 def _parse(parse: Callable[[bytes], Any] | None, raw: bytes, method: str) -> Any:

@@ -22,7 +22,7 @@ from memoryd_server.auth.verifier import TenantRecord
 from memoryd_server.config import Settings
 from memoryd_server.errors import InvalidArgument, ResourceExhausted
 
-Kind = Literal["memories", "conversations"]
+Kind = Literal["memories", "conversations", "documents", "document_bytes"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,9 @@ class Limits:
     max_conversations: int
     # 0: only the server's MEMORYD_MAX_CONTENT_BYTES applies.
     max_content_bytes: int
+    max_documents: int = 0
+    # The UTF-8 bytes of all the tenant's documents' content together.
+    max_document_bytes: int = 0
 
 
 # Callers without a tenant's limits: MEMORYD_AUTH=off, operator keys, code
@@ -63,6 +66,8 @@ def effective_limits(settings: Settings, tenant: TenantRecord | None) -> Limits:
         max_memories=pick(own.max_memories, settings.quota_max_memories),
         max_conversations=pick(own.max_conversations, settings.quota_max_conversations),
         max_content_bytes=content,
+        max_documents=pick(own.max_documents, settings.quota_max_documents),
+        max_document_bytes=pick(own.max_document_bytes, settings.quota_max_document_bytes),
     )
 
 
@@ -114,12 +119,16 @@ class Usage:
 
     memories: int
     conversations: int
+    documents: int = 0
+    document_bytes: int = 0
 
 
 # The counters' sum; a slot may be negative (rows deleted by another slot's writer).
 _USAGE = """
 SELECT coalesce(sum(n) FILTER (WHERE kind = 'memories'), 0)::bigint,
-       coalesce(sum(n) FILTER (WHERE kind = 'conversations'), 0)::bigint
+       coalesce(sum(n) FILTER (WHERE kind = 'conversations'), 0)::bigint,
+       coalesce(sum(n) FILTER (WHERE kind = 'documents'), 0)::bigint,
+       coalesce(sum(n) FILTER (WHERE kind = 'document_bytes'), 0)::bigint
 FROM tenant_usage WHERE tenant_id = %s
 """
 
@@ -130,7 +139,7 @@ async def read_usage(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> Usag
     cur = await conn.execute(_USAGE, (tenant_id,))
     row = await cur.fetchone()
     assert row is not None
-    return Usage(memories=int(row[0]), conversations=int(row[1]))
+    return Usage(*(int(n) for n in row))
 
 
 async def check_room(
@@ -143,7 +152,7 @@ async def check_room(
     if not limit or not adding:
         return
     usage = await read_usage(conn, tenant_id)
-    used = usage.memories if kind == "memories" else usage.conversations
+    used: int = getattr(usage, kind)
     if used + adding <= limit:
         return
     if used >= limit:

@@ -20,6 +20,8 @@ BATCH_METHODS = frozenset(
     {
         "/memoryd.v1.ConversationService/AppendMessages",
         "/memoryd.v1.MemoryService/BatchCreateMemories",
+        # A document with up to 10,000 caller-made chunks and their vectors.
+        "/memoryd.v1.DocumentService/PutDocument",
     }
 )
 # Any other request: one item (content up to MEMORYD_MAX_CONTENT_BYTES, an

@@ -9,8 +9,9 @@
 //
 // It drives a conversation (AppendMessages creating it, an idempotent retry, a second
 // append, GetContextWindow with and without a token budget), memories (CreateMemory
-// with an embedding, SearchMemories by embedding and by text) and one failing call
-// (GetConversation of a missing id), checks the answers, prints one JSON line with
+// with an embedding, SearchMemories by embedding and by text), documents (PutDocument,
+// UploadDocument as a client stream, SearchDocuments by text with a neighbouring chunk)
+// and one failing call (GetConversation of a missing id), checks the answers, prints one JSON line with
 // what it saw and exits 0; on any failure it prints the reason to stderr and exits 1.
 
 import { randomUUID } from "node:crypto";
@@ -21,7 +22,11 @@ import * as protoLoader from "@grpc/proto-loader";
 import protobuf from "protobufjs";
 
 const PROTO_DIR = fileURLToPath(new URL("../../proto", import.meta.url));
-const PROTO_FILES = ["memoryd/v1/conversation.proto", "memoryd/v1/memory.proto"];
+const PROTO_FILES = [
+  "memoryd/v1/conversation.proto",
+  "memoryd/v1/memory.proto",
+  "memoryd/v1/document.proto",
+];
 const EMBEDDING_DIM = Number(process.env.MEMORYD_EMBEDDING_DIM || 384);
 const DEADLINE_MS = Number(process.env.MEMORYD_DEADLINE_MS || 15_000);
 
@@ -106,6 +111,19 @@ function caller(stub, metadata) {
         (error, response) => (error ? reject(error) : resolve(response)),
       );
     });
+}
+
+/** A client-streaming call: ``messages`` written in order, then the one response. */
+function upload(stub, metadata, method, messages) {
+  return new Promise((resolve, reject) => {
+    const call = stub[method](metadata.clone(), { deadline: Date.now() + DEADLINE_MS }, (error, response) =>
+      error ? reject(error) : resolve(response),
+    );
+    for (const message of messages) {
+      call.write(message);
+    }
+    call.end();
+  });
 }
 
 function waitForReady(client) {
@@ -244,6 +262,43 @@ async function memoryFlow(call, uid) {
   };
 }
 
+async function documentFlow(call, stream, uid) {
+  const namespace = ["node", uid];
+  const content = "# Guide\n\nIntro.\n\n## Setup\n\nInstall the quince package.\n\n## Use\n\nRun it.\n";
+  const put = await call("PutDocument", { document: { namespace, path: "guide.md", content } });
+  check(put.created === true, "PutDocument created", put);
+  check(put.document.chunk_count === 3, "chunk_count", put.document.chunk_count);
+  // UTF-8 bytes in pieces, one ending inside "é": the server joins them.
+  const bytes = Buffer.from("# Upload\n\nUploaded café notes about quinces.\n", "utf8");
+  const cut = bytes.indexOf(0xc3) + 1;
+  const uploaded = await stream("UploadDocument", [
+    { header: { document: { namespace, path: "upload.md" } } },
+    { content: bytes.subarray(0, cut) },
+    { content: bytes.subarray(cut) },
+  ]);
+  check(uploaded.document.size_bytes === String(bytes.length), "uploaded size", uploaded.document.size_bytes);
+  const found = (
+    await call("SearchDocuments", {
+      query_text: "quince",
+      filter: { namespace_prefix: namespace },
+      neighbor_chunks: 1,
+    })
+  ).results;
+  const paths = found.map((r) => r.document.path);
+  check(paths.includes("guide.md") && paths.includes("upload.md"), "both documents found", paths);
+  const hit = found.find((r) => r.document.path === "guide.md");
+  check(sameList(hit.chunk.heading_path, ["Guide", "Setup"]), "hit's heading path", hit.chunk.heading_path);
+  check(content.slice(hit.chunk.start_offset, hit.chunk.end_offset) === hit.chunk.content, "offsets", hit.chunk);
+  return {
+    put_id: put.document.id,
+    chunk_count: put.document.chunk_count,
+    uploaded_size: uploaded.document.size_bytes,
+    found_paths: paths,
+    heading_path: hit.chunk.heading_path,
+    neighbours: [hit.chunks_before.length, hit.chunks_after.length],
+  };
+}
+
 async function errorFlow(call, uid) {
   const missing = `missing-${uid}`;
   try {
@@ -273,10 +328,11 @@ async function main() {
   if (apiKey) {
     metadata.set("authorization", `Bearer ${apiKey}`);
   }
-  const { ConversationService, MemoryService } = loadServices();
+  const { ConversationService, MemoryService, DocumentService } = loadServices();
   const credentials = grpc.credentials.createInsecure();
   const conversations = new ConversationService(addr, credentials);
   const memories = new MemoryService(addr, credentials);
+  const documents = new DocumentService(addr, credentials);
   try {
     await waitForReady(conversations);
     const uid = randomUUID().replaceAll("-", "").slice(0, 12);
@@ -287,12 +343,18 @@ async function main() {
       authorization_sent: Boolean(apiKey),
       conversation: await conversationFlow(caller(conversations, metadata), uid),
       memories: await memoryFlow(caller(memories, metadata), uid),
+      documents: await documentFlow(
+        caller(documents, metadata),
+        (method, messages) => upload(documents, metadata, method, messages),
+        uid,
+      ),
       not_found: await errorFlow(caller(conversations, metadata), uid),
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     conversations.close();
     memories.close();
+    documents.close();
   }
 }
 

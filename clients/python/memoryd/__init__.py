@@ -3,9 +3,19 @@
 from memoryd._client.admin import Admin
 from memoryd._client.async_admin import AsyncAdmin
 from memoryd._client.async_conversations import AsyncConversations
+from memoryd._client.async_documents import AsyncDocuments
 from memoryd._client.async_memories import AsyncMemories
 from memoryd._client.client import RPC_METHODS, AsyncClient, Client
 from memoryd._client.conversations import Conversations
+from memoryd._client.document_types import (
+    Chunk,
+    ChunkInput,
+    Document,
+    DocumentFilter,
+    DocumentSearchResult,
+    PutDocumentResult,
+)
+from memoryd._client.documents import Documents
 from memoryd._client.errors import (
     Aborted,
     AlreadyExists,
@@ -85,9 +95,12 @@ __all__ = [
     "AsyncAdmin",
     "AsyncClient",
     "AsyncConversations",
+    "AsyncDocuments",
     "AsyncMemories",
     "Caller",
     "Cancelled",
+    "Chunk",
+    "ChunkInput",
     "Client",
     "ContextWindow",
     "Conversation",
@@ -97,6 +110,10 @@ __all__ = [
     "CreatedApiKey",
     "DataLoss",
     "DeadlineExceeded",
+    "Document",
+    "DocumentFilter",
+    "DocumentSearchResult",
+    "Documents",
     "Embedding",
     "ErasureReceipt",
     "FailedPrecondition",
@@ -127,6 +144,7 @@ __all__ = [
     "OutOfRange",
     "Page",
     "PermissionDenied",
+    "PutDocumentResult",
     "Quotas",
     "RankingWeights",
     "ResourceExhausted",

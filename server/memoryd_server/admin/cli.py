@@ -39,6 +39,8 @@ QUOTA_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "--max-memories": ("max_memories", int),
     "--max-conversations": ("max_conversations", int),
     "--max-content-bytes": ("max_content_bytes", int),
+    "--max-documents": ("max_documents", int),
+    "--max-document-bytes": ("max_document_bytes", int),
 }
 # Quota field -> its flag, for messages.
 QUOTA_FLAGS = {field: flag for flag, (field, _) in QUOTA_OPTIONS.items()}

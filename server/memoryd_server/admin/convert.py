@@ -68,7 +68,12 @@ def tenant_to_pb(tenant: Tenant, settings: Settings) -> pb.Tenant:
 
 
 def usage_to_pb(usage: quotas.Usage) -> pb.TenantUsage:
-    return pb.TenantUsage(memories=usage.memories, conversations=usage.conversations)
+    return pb.TenantUsage(
+        memories=usage.memories,
+        conversations=usage.conversations,
+        documents=usage.documents,
+        document_bytes=usage.document_bytes,
+    )
 
 
 def key_to_pb(key: ApiKey) -> pb.ApiKey:
@@ -106,4 +111,5 @@ def receipt_to_pb(receipt: ErasureReceipt) -> pb.ErasureReceipt:
         history_snapshots=receipt.history_snapshots,
         erase_time=timestamp(receipt.erase_time),
         erased_by=receipt.erased_by,
+        documents=receipt.documents,
     )

@@ -26,6 +26,7 @@ class ErasureReceipt:
     history_snapshots: int
     erase_time: dt.datetime
     erased_by: str
+    documents: int = 0
 
 
 # The user's rows are locked first, in id order (the access recorder's order),
@@ -37,7 +38,9 @@ _LOCK = (
     "SELECT (SELECT count(*) FROM (SELECT FROM conversations WHERE tenant_id = %(tenant)s"
     "  AND user_id = %(user)s ORDER BY id FOR UPDATE) c),"
     " (SELECT count(*) FROM (SELECT FROM memories WHERE tenant_id = %(tenant)s"
-    "  AND user_id = %(user)s ORDER BY id FOR UPDATE) m)"
+    "  AND user_id = %(user)s ORDER BY id FOR UPDATE) m),"
+    " (SELECT count(*) FROM (SELECT FROM documents WHERE tenant_id = %(tenant)s"
+    "  AND user_id = %(user)s ORDER BY id FOR UPDATE) d)"
 )
 
 # Messages are deleted by name rather than by the foreign key's cascade, so
@@ -52,6 +55,20 @@ _ERASE_CONVERSATIONS = (
     " gone_keys AS (DELETE FROM idempotency_keys WHERE tenant_id = %(tenant)s"
     "  AND resource_id IN (SELECT id FROM gone))"
     " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_messages)"
+)
+
+# Documents go whole: their chunks and versions by cascade, and the
+# idempotency keys of their puts (resource_id is the document). Versions of
+# other documents that belonged to this user then (a put may change user_id)
+# go too, as memory snapshots do.
+_ERASE_DOCUMENTS = (
+    "WITH gone AS (DELETE FROM documents WHERE tenant_id = %(tenant)s"
+    "  AND user_id = %(user)s RETURNING id),"
+    " gone_versions AS (DELETE FROM document_versions WHERE tenant_id = %(tenant)s"
+    "  AND state ->> 'user_id' = %(user)s),"
+    " gone_keys AS (DELETE FROM idempotency_keys WHERE tenant_id = %(tenant)s"
+    "  AND resource_id IN (SELECT id::text FROM gone))"
+    " SELECT count(*) FROM gone"
 )
 
 # As a purge (history.purge), for every memory at once: the row goes (its
@@ -86,7 +103,7 @@ _ERASE_MEMORIES = (
 async def erase_user(
     pool: AsyncConnectionPool, *, tenant_id: str, user_id: str, actor: str, actor_name: str
 ) -> ErasureReceipt:
-    """Delete ``user_id``'s conversations, messages and memories in ``tenant_id``.
+    """Delete ``user_id``'s conversations, messages, memories and documents in ``tenant_id``.
 
     One transaction, a few set-based statements whatever the user's size. The
     history keeps one PURGED tombstone per erased memory (ids, versions,
@@ -110,6 +127,10 @@ async def erase_user(
         row = await cur.fetchone()
         assert row is not None
         memories, snapshots, erase_time = int(row[0]), int(row[1]), row[2]
+        cur = await conn.execute(_ERASE_DOCUMENTS, params)
+        row = await cur.fetchone()
+        assert row is not None
+        documents = int(row[0])
     # The user id is personal data: the log says who erased, not whom.
     log.info(
         "user_erased",
@@ -118,6 +139,7 @@ async def erase_user(
         messages=messages,
         memories=memories,
         history_snapshots=snapshots,
+        documents=documents,
         erased_by=actor,
         erased_by_name=actor_name,
     )
@@ -130,4 +152,5 @@ async def erase_user(
         history_snapshots=snapshots,
         erase_time=erase_time,
         erased_by=actor,
+        documents=documents,
     )

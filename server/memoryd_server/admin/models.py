@@ -17,6 +17,8 @@ QUOTA_FIELDS = (
     "max_memories",
     "max_conversations",
     "max_content_bytes",
+    "max_documents",
+    "max_document_bytes",
 )
 # Paths UpdateTenant's mask may name.
 UPDATABLE_PATHS = frozenset({"display_name", "quotas", *(f"quotas.{q}" for q in QUOTA_FIELDS)})
@@ -33,6 +35,8 @@ class Quotas:
     max_memories: int | None = None
     max_conversations: int | None = None
     max_content_bytes: int | None = None
+    max_documents: int | None = None
+    max_document_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Tenant:
     max_memories: int | None
     max_conversations: int | None
     max_content_bytes: int | None
+    max_documents: int | None
+    max_document_bytes: int | None
     create_time: dt.datetime
     update_time: dt.datetime
     disable_time: dt.datetime | None
@@ -59,6 +65,8 @@ class Tenant:
             self.max_memories,
             self.max_conversations,
             self.max_content_bytes,
+            self.max_documents,
+            self.max_document_bytes,
         )
 
     def record(self) -> TenantRecord:
@@ -71,6 +79,8 @@ class Tenant:
             self.max_memories,
             self.max_conversations,
             self.max_content_bytes,
+            self.max_documents,
+            self.max_document_bytes,
         )
 
 

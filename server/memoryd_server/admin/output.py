@@ -19,6 +19,8 @@ _QUOTA_COLUMNS = (
     ("MAX MEMORIES", "max_memories"),
     ("MAX CONVERSATIONS", "max_conversations"),
     ("MAX CONTENT BYTES", "max_content_bytes"),
+    ("MAX DOCUMENTS", "max_documents"),
+    ("MAX DOCUMENT BYTES", "max_document_bytes"),
 )
 
 

@@ -23,7 +23,8 @@ OPERATOR = {"role": OPERATOR_ROLE}
 
 TENANT_COLUMNS = sql.SQL(
     "tenant_id, display_name, state, requests_per_second, burst, max_memories,"
-    " max_conversations, max_content_bytes, create_time, update_time, disable_time"
+    " max_conversations, max_content_bytes, max_documents, max_document_bytes, create_time,"
+    " update_time, disable_time"
 )
 # Never the secret's hash: it does not leave the database.
 KEY_COLUMNS = sql.SQL(
@@ -79,9 +80,10 @@ async def create_tenant(
     """Insert a tenant (operator only); ALREADY_EXISTS when the id is taken."""
     query = sql.SQL(
         "INSERT INTO tenants (tenant_id, display_name, requests_per_second, burst,"
-        " max_memories, max_conversations, max_content_bytes)"
+        " max_memories, max_conversations, max_content_bytes, max_documents, max_document_bytes)"
         " VALUES (%(tenant)s, %(display_name)s, %(requests_per_second)s, %(burst)s,"
-        " %(max_memories)s, %(max_conversations)s, %(max_content_bytes)s)"
+        " %(max_memories)s, %(max_conversations)s, %(max_content_bytes)s, %(max_documents)s,"
+        " %(max_document_bytes)s)"
         " ON CONFLICT (tenant_id) DO NOTHING RETURNING {cols}"
     ).format(cols=TENANT_COLUMNS)
     params = {"tenant": tenant_id, "display_name": display_name, **vars(quotas)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from memoryd.v1 import admin_pb2, conversation_pb2, memory_pb2
+from memoryd.v1 import admin_pb2, conversation_pb2, document_pb2, memory_pb2
 from memoryd_server.auth.principal import Role
 
 Permission = Literal["read", "write", "admin", "operator", "any"]
@@ -33,6 +33,7 @@ _READS = {
         "GetMemoryHistory",
         "GetMemoryAt",
     },
+    "DocumentService": {"GetDocument", "ListDocuments", "ListChunks", "SearchDocuments"},
 }
 _ADMIN = {
     "WhoAmI": "any",
@@ -51,7 +52,7 @@ _ADMIN = {
 
 def _build() -> dict[str, Permission]:
     table: dict[str, Permission] = {}
-    for file in (conversation_pb2, memory_pb2):
+    for file in (conversation_pb2, memory_pb2, document_pb2):
         for service in file.DESCRIPTOR.services_by_name.values():
             reads = _READS[service.name]
             for method in service.methods:

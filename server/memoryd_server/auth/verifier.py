@@ -31,6 +31,8 @@ class TenantRecord:
     max_memories: int | None = None
     max_conversations: int | None = None
     max_content_bytes: int | None = None
+    max_documents: int | None = None
+    max_document_bytes: int | None = None
 
     @property
     def disabled(self) -> bool:
@@ -57,6 +59,8 @@ class _KeyRow:
     max_memories: int | None
     max_conversations: int | None
     max_content_bytes: int | None
+    max_documents: int | None
+    max_document_bytes: int | None
 
 
 # Unknown, revoked and expired keys all find no row. Finding one stamps
@@ -69,7 +73,8 @@ WITH k AS (
     RETURNING key_id, tenant_id, name, role
 )
 SELECT k.key_id::text, k.tenant_id, k.name, k.role, t.state, t.requests_per_second, t.burst,
-       t.max_memories, t.max_conversations, t.max_content_bytes
+       t.max_memories, t.max_conversations, t.max_content_bytes, t.max_documents,
+       t.max_document_bytes
 FROM k LEFT JOIN tenants t ON t.tenant_id = k.tenant_id
 """
 
@@ -163,6 +168,8 @@ class KeyVerifier:
                 row.max_memories,
                 row.max_conversations,
                 row.max_content_bytes,
+                row.max_documents,
+                row.max_document_bytes,
             )
         return Verified(principal, tenant)
 

@@ -92,7 +92,8 @@ def _reembed(
                 print(file=sys.stderr)
             print(
                 f"{tenant}: now {space.name}: {result.staged} memories embedded, "
-                f"{result.swept} caught up after the switch, {result.messages} messages queued",
+                f"{result.swept} caught up after the switch, {result.messages} messages queued, "
+                f"{result.chunks} document chunks embedded",
                 file=sys.stderr,
             )
             results.append(result)

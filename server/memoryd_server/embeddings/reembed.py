@@ -12,6 +12,9 @@ and friends). Per tenant:
 3. After that delay, a sweep embeds whatever changed or arrived meanwhile, so
    no memory is left behind in the old model, and the tenant's messages are
    queued for the servers' background embedder.
+4. Then every document chunk not in the target model is embedded (its
+   headings and text, as the servers embed chunks). Until its turn, a chunk
+   is found by text only: chunks are not staged before the switch.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from psycopg import sql
 
 from memoryd_server.config import Settings
 from memoryd_server.database import MAINTENANCE_ROLE, StartupError, owner_connection
+from memoryd_server.documents.chunking import embedding_text
 from memoryd_server.embeddings.base import Embedder
 from memoryd_server.embeddings.registry import SERVING_MODEL_TTL_SECONDS, ModelSpace, ensure_model
 from memoryd_server.embeddings.service import create_embedder, provider_of
@@ -60,6 +64,7 @@ class ReembedResult:
     staged: int  # vectors computed before the switch
     swept: int  # memories embedded after it (changed or created meanwhile)
     messages: int  # messages queued for the servers' embedder
+    chunks: int = 0  # document chunks embedded after the switch
 
 
 Progress = Callable[[str, int, int], None]
@@ -154,7 +159,8 @@ def reembed_tenant(
             " AND content <> '' AND embedding_model <> %(model)s",
             params,
         ).rowcount
-    return ReembedResult(tenant_id, staged, swept, messages)
+        chunks = _sweep_chunks(conn, params, embedder, batch)
+    return ReembedResult(tenant_id, staged, swept, messages, chunks)
 
 
 def _sweep(conn: psycopg.Connection[Any], params: dict[str, Any], embedder: Embedder,
@@ -176,3 +182,39 @@ def _sweep(conn: psycopg.Connection[Any], params: dict[str, Any], embedder: Embe
                  for r, v in zip(rows, vectors, strict=True)],
             )  # fmt: skip
         swept += len(rows)
+
+
+_STALE_CHUNKS = (
+    "SELECT id, heading_path, content FROM document_chunks WHERE tenant_id = %(tenant)s"
+    " AND (embedding IS NULL OR embedding_model <> %(model)s) ORDER BY id LIMIT %(batch)s"
+)
+# A document's model follows its chunks once all of them are in the target's.
+_DOCUMENTS_FOLLOW = (
+    "UPDATE documents d SET embedding_model = %(model)s WHERE d.tenant_id = %(tenant)s"
+    " AND d.embedding_model <> %(model)s AND NOT EXISTS (SELECT FROM document_chunks c"
+    " WHERE c.tenant_id = d.tenant_id AND c.document_id = d.id AND c.embedding_model <> %(model)s)"
+)
+
+
+def _sweep_chunks(conn: psycopg.Connection[Any], params: dict[str, Any], embedder: Embedder,
+                  batch: int) -> int:  # fmt: skip
+    """Embed every document chunk of the tenant still not in the target model.
+
+    A chunk replaced meanwhile (a new document version) is gone and its update
+    writes nothing; the new version's chunks come in a later round.
+    """
+    done = 0
+    while True:
+        rows = conn.execute(_STALE_CHUNKS, {**params, "batch": batch}).fetchall()
+        if not rows:
+            conn.execute(_DOCUMENTS_FOLLOW, params)
+            return done
+        vectors = embedder.embed_batch([embedding_text(r[1], r[2]) for r in rows])
+        with conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE document_chunks SET embedding = %s, embedding_model = %s"
+                " WHERE tenant_id = %s AND id = %s",
+                [(v, params["model"], params["tenant"], r[0])
+                 for r, v in zip(rows, vectors, strict=True)],
+            )  # fmt: skip
+        done += len(rows)

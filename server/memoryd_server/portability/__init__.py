@@ -98,6 +98,32 @@ KINDS: tuple[Kind, ...] = (
         ("memory_id", "version", "state", "reason"),
         "memory_id, version",
     ),
+    Kind(
+        "document",
+        "documents",
+        (
+            "id", "namespace", "ns_path", "path", "title", "source_uri", "media_type",
+            "user_id", "tags", "metadata", "content", "content_hash", "size_bytes",
+            "chunk_tokens", "overlap_tokens", "chunk_count", "embedding_model", "version",
+            "create_time", "update_time",
+        ),
+        'ns_path COLLATE "C", path COLLATE "C"',
+    ),
+    Kind(
+        "document_chunk",
+        "document_chunks",
+        (
+            "id", "document_id", "document_version", "seq", "content", "heading_path",
+            "start_offset", "end_offset", "token_count", "embedding", "embedding_model",
+        ),
+        "document_id, seq",
+    ),
+    Kind(
+        "document_version",
+        "document_versions",
+        ("document_id", "version", "actor", "event_time", "state", "content"),
+        "document_id, version",
+    ),
 )  # fmt: skip
 
 KINDS_BY_NAME = {kind.name: kind for kind in KINDS}

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import memoryd
 
-Format = Literal["langgraph", "mem0"]
-FORMATS: tuple[Format, ...] = ("langgraph", "mem0")
+Format = Literal["langgraph", "mem0", "langchain"]
+# langchain (documents, not memories) is read by peer_documents.py.
+FORMATS: tuple[Format, ...] = ("langgraph", "mem0", "langchain")
 
 MAX_BATCH = 10_000
 MAX_NAMESPACE_DEPTH = 16

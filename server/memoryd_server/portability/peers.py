@@ -1,6 +1,6 @@
 """Import the files users leave other memory stores with: ``memoryd import-peer``.
 
-Two formats, both written through the typed client so they work against any memoryd:
+Three formats, all written through the typed client so they work against any memoryd:
 
 ``langgraph``
     LangGraph ``BaseStore`` items as ``store.search(...)``/``Item.dict()`` dump them, or
@@ -14,6 +14,10 @@ Two formats, both written through the typed client so they work against any memo
     graph store is on; those are not imported) or a bare list (or JSON Lines) of
     ``{"id", "memory", "hash", "metadata", "categories", "user_id", "agent_id", "run_id",
     "actor_id", "role", "created_at", "updated_at", ...}``.
+
+``langchain``
+    LangChain ``Document`` objects (a document loader's or text splitter's output),
+    imported as documents (DocumentService), not memories: see ``peer_documents``.
 
 Every memory is SEMANTIC with source kind SYSTEM: it was written by a tool, not
 extracted by memoryd from one of its conversations, so there is no conversation,
@@ -43,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import memoryd
+from memoryd_server.portability.peer_documents import import_langchain, items_of
 from memoryd_server.portability.peer_formats import (
     _FIELD_INDEX,
     _MAPPERS,
@@ -126,7 +131,8 @@ def import_peer(
     namespace_prefix: Sequence[str] = (),
     batch_size: int = 500,
 ) -> ImportReport:
-    """Import a LangGraph or Mem0 export file into the memoryd behind ``client``.
+    """Import a LangGraph or Mem0 export file (memories), or LangChain documents, into the
+    memoryd behind ``client``.
 
     Raises PeerFormatError when the file cannot be read as ``fmt`` (the message
     names the problem), ValueError for bad options, and ``memoryd.MemorydError``
@@ -149,6 +155,10 @@ def import_peer(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise PeerFormatError(f"{file}: not UTF-8 text (byte {err.start})") from None
+    if fmt == "langchain":
+        documents = items_of(_load(text, str(file)), str(file))
+        report = ImportReport(format=fmt, path=str(file), total=len(documents))
+        return import_langchain(documents, client, report, prefix or ["langchain"])
     items, notes = _items(_load(text, str(file)), fmt, str(file))
     signature = {"langgraph": ("key", "value"), "mem0": ("memory",)}[fmt]
     if items and not any(isinstance(i, dict) and all(f in i for f in signature) for i in items):
@@ -235,7 +245,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> i
 def main_import_peer(argv: Iterable[str] | None = None) -> int:
     """A standalone ``import-peer`` entry point (``python -m`` style); returns the exit code."""
     parser = argparse.ArgumentParser(
-        prog="memoryd import-peer", description="Import a LangGraph or Mem0 export."
+        prog="memoryd import-peer",
+        description="Import a LangGraph or Mem0 export, or LangChain documents.",
     )
     add_arguments(parser)
     return run(parser.parse_args(None if argv is None else list(argv)), os.environ)

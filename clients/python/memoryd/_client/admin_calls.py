@@ -34,6 +34,8 @@ QUOTA_FIELDS = (
     "max_memories",
     "max_conversations",
     "max_content_bytes",
+    "max_documents",
+    "max_document_bytes",
 )
 
 
@@ -64,7 +66,12 @@ def tenant(message: pb.Tenant) -> t.Tenant:
 def tenant_details(r: pb.GetTenantResponse) -> t.TenantDetails:
     return t.TenantDetails(
         tenant=tenant(r.tenant),
-        usage=t.TenantUsage(memories=r.usage.memories, conversations=r.usage.conversations),
+        usage=t.TenantUsage(
+            memories=r.usage.memories,
+            conversations=r.usage.conversations,
+            documents=r.usage.documents,
+            document_bytes=r.usage.document_bytes,
+        ),
     )
 
 
@@ -107,6 +114,7 @@ def receipt(r: pb.EraseUserResponse) -> t.ErasureReceipt:
         history_snapshots=m.history_snapshots,
         erase_time=convert.from_timestamp(m, "erase_time"),
         erased_by=m.erased_by,
+        documents=m.documents,
     )
 
 

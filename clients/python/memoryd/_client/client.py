@@ -1,4 +1,5 @@
-"""``Client`` and ``AsyncClient``: one channel each, with conversations, memories and admin."""
+"""``Client`` and ``AsyncClient``: one channel each, with conversations, memories, documents
+and admin."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from memoryd._client.admin import Admin
 from memoryd._client.admin_calls import RPC_METHODS as ADMIN_RPCS
 from memoryd._client.async_admin import AsyncAdmin
 from memoryd._client.async_conversations import AsyncConversations
+from memoryd._client.async_documents import AsyncDocuments
 from memoryd._client.async_memories import AsyncMemories
 from memoryd._client.conversation_calls import RPC_METHODS as CONVERSATION_RPCS
 from memoryd._client.conversations import Conversations
+from memoryd._client.document_calls import RPC_METHODS as DOCUMENT_RPCS
+from memoryd._client.documents import Documents
 from memoryd._client.memories import Memories
 from memoryd._client.memory_calls import RPC_METHODS as MEMORY_RPCS
 from memoryd._client.retry import RetryPolicy
@@ -30,6 +34,7 @@ from memoryd._client.transport import (
 RPC_METHODS: dict[str, tuple[str, dict[str, str]]] = {
     "memoryd.v1.ConversationService": ("conversations", CONVERSATION_RPCS),
     "memoryd.v1.MemoryService": ("memories", MEMORY_RPCS),
+    "memoryd.v1.DocumentService": ("documents", DOCUMENT_RPCS),
     "memoryd.v1.AdminService": ("admin", ADMIN_RPCS),
 }
 
@@ -73,6 +78,7 @@ class Client:
         )
         self.conversations = Conversations(transport)
         self.memories = Memories(transport)
+        self.documents = Documents(transport)
         self.admin = Admin(transport)
 
     def close(self) -> None:
@@ -126,6 +132,7 @@ class AsyncClient:
         )
         self.conversations = AsyncConversations(transport)
         self.memories = AsyncMemories(transport)
+        self.documents = AsyncDocuments(transport)
         self.admin = AsyncAdmin(transport)
 
     async def close(self) -> None:

@@ -77,10 +77,13 @@ class _Transport:
         self._policy = policy
         self._callables: dict[str, Callable[..., Any]] = {}
 
-    def _callable(self, path: str, response_type: type[ProtoMessage]) -> Callable[..., Any]:
+    def _callable(
+        self, path: str, response_type: type[ProtoMessage], *, stream: bool = False
+    ) -> Callable[..., Any]:
         fn = self._callables.get(path)
         if fn is None:
-            fn = self._channel.unary_unary(
+            kind = self._channel.stream_unary if stream else self._channel.unary_unary
+            fn = kind(
                 path, request_serializer=_serialize, response_deserializer=response_type.FromString
             )
             self._callables[path] = fn
@@ -126,21 +129,26 @@ class SyncTransport(_Transport):
     def call(
         self,
         path: str,
-        request: ProtoMessage,
+        request: ProtoMessage | Sequence[ProtoMessage],
         response_type: type[R],
         *,
         retryable: bool,
         timeout: float | None,
+        stream: bool = False,
     ) -> R:
-        """Call ``path`` until it succeeds, fails for good, or the deadline passes."""
-        fn = self._callable(path, response_type)
+        """Call ``path`` until it succeeds, fails for good, or the deadline passes.
+
+        With ``stream``, ``request`` is a client stream's messages (sent anew on a retry).
+        """
+        fn = self._callable(path, response_type, stream=stream)
         deadline = self._deadline(timeout)
         attempt = 0
         while True:
             attempt += 1
             try:
                 remaining = self._remaining(deadline)
-                return cast(R, fn(request, timeout=remaining, metadata=self._metadata))
+                sent = iter(request) if stream else request  # type: ignore[arg-type]
+                return cast(R, fn(sent, timeout=remaining, metadata=self._metadata))
             except grpc.RpcError as exc:
                 delay = self._retry_delay(exc, attempt, deadline, retryable=retryable)
             time.sleep(delay)
@@ -152,21 +160,26 @@ class AsyncTransport(_Transport):
     async def call(
         self,
         path: str,
-        request: ProtoMessage,
+        request: ProtoMessage | Sequence[ProtoMessage],
         response_type: type[R],
         *,
         retryable: bool,
         timeout: float | None,
+        stream: bool = False,
     ) -> R:
-        """Call ``path`` until it succeeds, fails for good, or the deadline passes."""
-        fn = self._callable(path, response_type)
+        """Call ``path`` until it succeeds, fails for good, or the deadline passes.
+
+        With ``stream``, ``request`` is a client stream's messages (sent anew on a retry).
+        """
+        fn = self._callable(path, response_type, stream=stream)
         deadline = self._deadline(timeout)
         attempt = 0
         while True:
             attempt += 1
             try:
                 remaining = self._remaining(deadline)
-                return cast(R, await fn(request, timeout=remaining, metadata=self._metadata))
+                sent = iter(request) if stream else request  # type: ignore[arg-type]
+                return cast(R, await fn(sent, timeout=remaining, metadata=self._metadata))
             except grpc.RpcError as exc:
                 delay = self._retry_delay(exc, attempt, deadline, retryable=retryable)
             await asyncio.sleep(delay)

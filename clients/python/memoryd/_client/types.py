@@ -341,6 +341,8 @@ class Quotas:
     max_memories: int | None = None
     max_conversations: int | None = None
     max_content_bytes: int | None = None
+    max_documents: int | None = None
+    max_document_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -363,6 +365,8 @@ class TenantUsage:
 
     memories: int
     conversations: int
+    documents: int = 0
+    document_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -419,3 +423,4 @@ class ErasureReceipt:
     history_snapshots: int
     erase_time: datetime | None
     erased_by: str
+    documents: int = 0

@@ -94,6 +94,8 @@ class Quotas(_message.Message):
     MAX_MEMORIES_FIELD_NUMBER: _builtins.int
     MAX_CONVERSATIONS_FIELD_NUMBER: _builtins.int
     MAX_CONTENT_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_DOCUMENTS_FIELD_NUMBER: _builtins.int
+    MAX_DOCUMENT_BYTES_FIELD_NUMBER: _builtins.int
     requests_per_second: _builtins.float
     """Sustained requests per second, per server replica (a token bucket).
     Calls beyond it fail with RESOURCE_EXHAUSTED carrying a RetryInfo.
@@ -110,6 +112,10 @@ class Quotas(_message.Message):
     """Bytes (UTF-8) of one message's or memory's content. It can only lower the
     server's MEMORYD_MAX_CONTENT_BYTES.
     """
+    max_documents: _builtins.int
+    """Documents stored at once (DocumentService)."""
+    max_document_bytes: _builtins.int
+    """Bytes (UTF-8) of all documents' content together."""
     def __init__(
         self,
         *,
@@ -118,10 +124,12 @@ class Quotas(_message.Message):
         max_memories: _builtins.int | None = ...,
         max_conversations: _builtins.int | None = ...,
         max_content_bytes: _builtins.int | None = ...,
+        max_documents: _builtins.int | None = ...,
+        max_document_bytes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_max_content_bytes", b"_max_content_bytes", "_max_conversations", b"_max_conversations", "_max_memories", b"_max_memories", "_requests_per_second", b"_requests_per_second", "burst", b"burst", "max_content_bytes", b"max_content_bytes", "max_conversations", b"max_conversations", "max_memories", b"max_memories", "requests_per_second", b"requests_per_second"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_max_content_bytes", b"_max_content_bytes", "_max_conversations", b"_max_conversations", "_max_document_bytes", b"_max_document_bytes", "_max_documents", b"_max_documents", "_max_memories", b"_max_memories", "_requests_per_second", b"_requests_per_second", "burst", b"burst", "max_content_bytes", b"max_content_bytes", "max_conversations", b"max_conversations", "max_document_bytes", b"max_document_bytes", "max_documents", b"max_documents", "max_memories", b"max_memories", "requests_per_second", b"requests_per_second"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_max_content_bytes", b"_max_content_bytes", "_max_conversations", b"_max_conversations", "_max_memories", b"_max_memories", "_requests_per_second", b"_requests_per_second", "burst", b"burst", "max_content_bytes", b"max_content_bytes", "max_conversations", b"max_conversations", "max_memories", b"max_memories", "requests_per_second", b"requests_per_second"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_burst", b"_burst", "_max_content_bytes", b"_max_content_bytes", "_max_conversations", b"_max_conversations", "_max_document_bytes", b"_max_document_bytes", "_max_documents", b"_max_documents", "_max_memories", b"_max_memories", "_requests_per_second", b"_requests_per_second", "burst", b"burst", "max_content_bytes", b"max_content_bytes", "max_conversations", b"max_conversations", "max_document_bytes", b"max_document_bytes", "max_documents", b"max_documents", "max_memories", b"max_memories", "requests_per_second", b"requests_per_second"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__burst: _TypeAlias = _typing.Literal["burst"]  # noqa: Y015
     _WhichOneofArgType__burst: _TypeAlias = _typing.Literal["_burst", b"_burst"]  # noqa: Y015
@@ -129,6 +137,10 @@ class Quotas(_message.Message):
     _WhichOneofArgType__max_content_bytes: _TypeAlias = _typing.Literal["_max_content_bytes", b"_max_content_bytes"]  # noqa: Y015
     _WhichOneofReturnType__max_conversations: _TypeAlias = _typing.Literal["max_conversations"]  # noqa: Y015
     _WhichOneofArgType__max_conversations: _TypeAlias = _typing.Literal["_max_conversations", b"_max_conversations"]  # noqa: Y015
+    _WhichOneofReturnType__max_document_bytes: _TypeAlias = _typing.Literal["max_document_bytes"]  # noqa: Y015
+    _WhichOneofArgType__max_document_bytes: _TypeAlias = _typing.Literal["_max_document_bytes", b"_max_document_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__max_documents: _TypeAlias = _typing.Literal["max_documents"]  # noqa: Y015
+    _WhichOneofArgType__max_documents: _TypeAlias = _typing.Literal["_max_documents", b"_max_documents"]  # noqa: Y015
     _WhichOneofReturnType__max_memories: _TypeAlias = _typing.Literal["max_memories"]  # noqa: Y015
     _WhichOneofArgType__max_memories: _TypeAlias = _typing.Literal["_max_memories", b"_max_memories"]  # noqa: Y015
     _WhichOneofReturnType__requests_per_second: _TypeAlias = _typing.Literal["requests_per_second"]  # noqa: Y015
@@ -139,6 +151,10 @@ class Quotas(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_content_bytes) -> _WhichOneofReturnType__max_content_bytes | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_conversations) -> _WhichOneofReturnType__max_conversations | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_document_bytes) -> _WhichOneofReturnType__max_document_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_documents) -> _WhichOneofReturnType__max_documents | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_memories) -> _WhichOneofReturnType__max_memories | None: ...
     @_typing.overload
@@ -154,19 +170,27 @@ class TenantUsage(_message.Message):
 
     MEMORIES_FIELD_NUMBER: _builtins.int
     CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    DOCUMENT_BYTES_FIELD_NUMBER: _builtins.int
     memories: _builtins.int
     """Memories stored, in every status."""
     conversations: _builtins.int
     """Conversations stored."""
+    documents: _builtins.int
+    """Documents stored."""
+    document_bytes: _builtins.int
+    """Bytes (UTF-8) of all documents' content."""
     def __init__(
         self,
         *,
         memories: _builtins.int = ...,
         conversations: _builtins.int = ...,
+        documents: _builtins.int = ...,
+        document_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "memories", b"memories"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "document_bytes", b"document_bytes", "documents", b"documents", "memories", b"memories"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -904,6 +928,7 @@ class ErasureReceipt(_message.Message):
     HISTORY_SNAPSHOTS_FIELD_NUMBER: _builtins.int
     ERASE_TIME_FIELD_NUMBER: _builtins.int
     ERASED_BY_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The tenant erased in."""
     user_id: _builtins.str
@@ -920,6 +945,8 @@ class ErasureReceipt(_message.Message):
     """
     erased_by: _builtins.str
     """The key that asked for it."""
+    documents: _builtins.int
+    """Documents deleted (with their chunks and history)."""
     @_builtins.property
     def erase_time(self) -> _timestamp_pb2.Timestamp:
         """When the erasure committed."""
@@ -935,10 +962,11 @@ class ErasureReceipt(_message.Message):
         history_snapshots: _builtins.int = ...,
         erase_time: _timestamp_pb2.Timestamp | None = ...,
         erased_by: _builtins.str = ...,
+        documents: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["erase_time", b"erase_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "erase_time", b"erase_time", "erased_by", b"erased_by", "history_snapshots", b"history_snapshots", "memories", b"memories", "messages", b"messages", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "documents", b"documents", "erase_time", b"erase_time", "erased_by", b"erased_by", "history_snapshots", b"history_snapshots", "memories", b"memories", "messages", b"messages", "tenant_id", b"tenant_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

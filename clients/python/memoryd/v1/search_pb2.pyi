@@ -35,7 +35,9 @@ class _SearchModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SearchMode
     """Vector and full-text candidates, ranked together (see Fusion)."""
 
 class SearchMode(_SearchMode, metaclass=_SearchModeEnumTypeWrapper):
-    """How a search (SearchMemories, SearchMessages) finds its candidates."""
+    """How a search (SearchMemories, SearchMessages, SearchDocuments) finds its
+    candidates.
+    """
 
 SEARCH_MODE_UNSPECIFIED: SearchMode.ValueType  # 0
 """Hybrid when there is a vector to search with (query_embedding, or

@@ -1,0 +1,1 @@
+"""DocumentService: documents, their chunks, and search over them."""
