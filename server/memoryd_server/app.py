@@ -7,7 +7,7 @@ import contextlib
 import os
 import secrets
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -399,8 +399,17 @@ class Memoryd:
             if done < MESSAGE_EMBED_BATCH:
                 await asyncio.sleep(MESSAGE_EMBED_POLL_SECONDS)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Stop accepting, finish in-flight calls within ``grace``, then release everything."""
+    async def stop(
+        self,
+        grace: float | None = None,
+        *,
+        together: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        """Stop accepting, finish in-flight calls within ``grace``, then release everything.
+
+        ``together`` (a worker's) is awaited once drained, with the seconds of
+        grace left, and returns when gRPC may stop (see supervisor.py).
+        """
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         log.info("stopping", grace_seconds=grace)
         loop = asyncio.get_running_loop()
@@ -410,7 +419,10 @@ class Memoryd:
         if self._server is not None:
             # Drain before gRPC stops: its stop kills calls not yet handed to a handler.
             finished = await self._drain.wait_idle(grace)
-            log.info("drained", finished=finished, running=self._drain.running)
+            log.info("drained", finished=finished, running=self._drain.running,
+                     quiet=self._drain.quiet, stalls=self._drain.stalls)  # fmt: skip
+            if together is not None:
+                await together(max(until - loop.time(), 0.0))
             await self._server.stop(max(until - loop.time(), 0.0))
         for task in self._tasks:
             task.cancel()
@@ -446,10 +458,12 @@ async def serve(
     on_ready: Callable[[Memoryd], None] | None = None,
     *,
     worker: int | None = None,
+    together: Callable[[float], Awaitable[None]] | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT, then shut down in order; ``on_ready`` once serving.
 
-    ``worker`` is this process's index under a supervisor (supervisor.py).
+    ``worker`` is this process's index under a supervisor (supervisor.py), and
+    ``together`` its wait for the other workers to drain (``Memoryd.stop``).
     """
     app = Memoryd(settings, worker=worker)
     stop = asyncio.Event()
@@ -462,4 +476,4 @@ async def serve(
             on_ready(app)
         await stop.wait()
     finally:
-        await app.stop()
+        await app.stop(together=together)

@@ -22,9 +22,16 @@ from memoryd_server.interceptors import Behavior, Continuation, rewrap
 
 # Once no call runs, how long no new call must arrive before gRPC stops (the
 # calls queued in gRPC at the signal are handed out and refused meanwhile),
-# and the longest that wait may take when clients keep retrying.
+# and the longest that wait may take when clients keep retrying. After that,
+# a shorter spell will do, for as long again: clients retrying in step leave
+# one between their bursts, and a stop inside a burst cancels all of it.
 QUIET_SECONDS = 0.05
+SHORT_QUIET_SECONDS = 0.01
 MAX_QUIET_WAIT_SECONDS = 1.0
+# How often the quiet spell is checked, and how much later than asked a check
+# may wake before the loop counts as stalled.
+QUIET_POLL_SECONDS = SHORT_QUIET_SECONDS / 2
+STALL_SECONDS = SHORT_QUIET_SECONDS
 
 # Health checks answer NOT_SERVING while draining; reflection streams are long-lived.
 UNCOUNTED_PREFIXES = (
@@ -41,6 +48,10 @@ class Drain(grpc.aio.ServerInterceptor):
         self.draining = False
         self.running = 0
         self._last_call = 0.0
+        # How the last quiet wait went (logged on shutdown): whether it found a
+        # quiet spell, and how often the loop stalled meanwhile.
+        self.quiet = False
+        self.stalls = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -57,10 +68,27 @@ class Drain(grpc.aio.ServerInterceptor):
                 await self._idle.wait()
         except TimeoutError:
             return False
-        quiet_until = min(until, loop.time() + MAX_QUIET_WAIT_SECONDS)
-        # Polled: what is awaited is the absence of an event (a quiet spell).
-        while loop.time() - self._last_call < QUIET_SECONDS and loop.time() < quiet_until:  # noqa: ASYNC110
-            await asyncio.sleep(QUIET_SECONDS / 5)
+        start = loop.time()
+        quiet_until = min(until, start + 2 * MAX_QUIET_WAIT_SECONDS)
+        # Quiet is measured on a responsive loop only. Calls reach gRPC even
+        # while this process gets no CPU (several workers share few cores); they
+        # wait there unseen, and a stop then kills them (CANCELLED: issue 12).
+        # So a stalled loop restarts the quiet spell, and the calls that queued
+        # meanwhile are handed out (and refused) before gRPC stops.
+        quiet_since = max(self._last_call, loop.time())
+        self.quiet, self.stalls = False, 0
+        while loop.time() < quiet_until:
+            asked = loop.time()
+            await asyncio.sleep(QUIET_POLL_SECONDS)
+            now = loop.time()
+            if now - asked > QUIET_POLL_SECONDS + STALL_SECONDS:
+                self.stalls += 1
+                quiet_since = now
+            quiet_since = max(quiet_since, self._last_call)
+            needed = QUIET_SECONDS if now < start + MAX_QUIET_WAIT_SECONDS else SHORT_QUIET_SECONDS
+            if now - quiet_since >= needed:
+                self.quiet = True
+                break
         return self.running == 0
 
     async def intercept_service(

@@ -6,9 +6,10 @@ processes that each run a whole server (its own event loop and pool) on the
 same port with SO_REUSEPORT, so the kernel spreads connections over them.
 Worker 0 starts first (it applies migrations and registers the embedding
 model, as a lone server would) and alone runs the host-wide background work.
-SIGTERM/SIGINT are forwarded: every worker drains as a lone server does, then
-the supervisor stops the embedded database, last. A worker that dies is
-reported and replaced; one that cannot start stops the whole server.
+SIGTERM/SIGINT are forwarded: every worker drains as a lone server does, and
+they stop gRPC together once all have drained; then the supervisor stops the
+embedded database, last. A worker that dies is reported and replaced; one
+that cannot start stops the whole server.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,8 @@ RESTART_WINDOW_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 30.0
 # After the grace period, how long a worker may take to release everything.
 EXIT_SECONDS = 15.0
+# How often a drained worker looks whether every worker has drained.
+RELEASE_POLL_SECONDS = 0.01
 PR_SET_PDEATHSIG = 1
 
 
@@ -97,8 +102,31 @@ def _add_worker(index: int) -> Any:
     return add
 
 
-def _worker_main(settings: Settings, index: int, reports: Queue[tuple[str, int, str]]) -> None:
-    """A worker process: one whole server, reporting "ready" or "failed" once."""
+def _stop_together(
+    index: int, reports: Queue[tuple[str, int, str]], release: ProcessEvent
+) -> Callable[[float], Awaitable[None]]:
+    """A worker's wait, once drained, for the supervisor to let every worker stop gRPC."""
+    import asyncio
+
+    async def together(seconds: float) -> None:
+        reports.put(("drained", index, ""))
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        # Polled: a process-shared event cannot be awaited, and the loop must go
+        # on refusing new calls (UNAVAILABLE) meanwhile.
+        while not release.is_set() and loop.time() < until:  # noqa: ASYNC110
+            await asyncio.sleep(RELEASE_POLL_SECONDS)
+
+    return together
+
+
+def _worker_main(
+    settings: Settings,
+    index: int,
+    reports: Queue[tuple[str, int, str]],
+    release: ProcessEvent,
+) -> None:
+    """A worker process: one whole server, reporting "ready" or "failed", then "drained"."""
     import asyncio
 
     from memoryd_server.app import serve
@@ -109,7 +137,15 @@ def _worker_main(settings: Settings, index: int, reports: Queue[tuple[str, int, 
     processors = structlog.get_config()["processors"]
     structlog.configure(processors=[processors[0], _add_worker(index), *processors[1:]])
     try:
-        asyncio.run(serve(settings, lambda _: reports.put(("ready", index, "")), worker=index))
+        together = _stop_together(index, reports, release)
+        asyncio.run(
+            serve(
+                settings,
+                lambda _: reports.put(("ready", index, "")),
+                worker=index,
+                together=together,
+            )
+        )
     except (ConfigError, StartupError) as exc:
         reports.put(("failed", index, str(exc)))
         sys.exit(2)
@@ -135,6 +171,11 @@ class Supervisor:
         self._workers: dict[int, _Worker] = {}
         self._restarts: list[float] = []
         self._ready: set[int] = set()
+        # Workers that drained since SIGTERM, and the event that lets them all
+        # stop gRPC at once (see _stop_workers).
+        self._drained: set[int] = set()
+        self._release = self._context.Event()
+        self._signalled = False
         # When each dead worker was found dead (it restarts after a back-off).
         self._exited: dict[int, float] = {}
         self._failures: list[tuple[int, str]] = []
@@ -147,6 +188,7 @@ class Supervisor:
             self._signal_all(signal.SIGTERM)
 
     def _signal_all(self, sig: signal.Signals) -> None:
+        self._signalled = True
         for worker in self._workers.values():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker.pid, sig)
@@ -154,7 +196,7 @@ class Supervisor:
     def _start(self, index: int) -> None:
         process = self._context.Process(
             target=_worker_main,
-            args=(self._worker_settings, index, self._reports),
+            args=(self._worker_settings, index, self._reports, self._release),
             name=f"memoryd-worker-{index}",
         )
         process.start()
@@ -188,6 +230,8 @@ class Supervisor:
                 wait = 0.0
                 if kind == "ready":
                     self._ready.add(index)
+                elif kind == "drained":
+                    self._drained.add(index)
                 else:
                     self._failures.append((index, message))
                     log.error("worker_failed", worker=index, error=message)
@@ -225,8 +269,24 @@ class Supervisor:
             log.info("worker_restarted", worker=index, pid=self._workers[index].pid)
 
     def _stop_workers(self) -> None:
-        self._signal_all(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + EXIT_SECONDS
+        # Once: a worker that has finished may no longer handle SIGTERM.
+        if not self._signalled:
+            self._signal_all(signal.SIGTERM)
+        grace_end = time.monotonic() + self.settings.shutdown_grace_seconds
+        # Every worker stops gRPC when all have drained (or the grace is over).
+        # One stopping alone sends its clients, reconnecting, to another that is
+        # still draining, and that one's stop kills the calls of theirs it has
+        # not yet handed out: clients see CANCELLED (issue 12).
+        while time.monotonic() < grace_end:
+            self._read_reports(wait=RELEASE_POLL_SECONDS)
+            if all(
+                index in self._drained or not worker.process.is_alive()
+                for index, worker in self._workers.items()
+                if index in self._ready
+            ):
+                break
+        self._release.set()
+        deadline = grace_end + EXIT_SECONDS
         for worker in self._workers.values():
             worker.process.join(max(deadline - time.monotonic(), 0.1))
             if worker.process.is_alive():

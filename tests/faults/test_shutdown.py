@@ -10,6 +10,8 @@ from pathlib import Path
 
 import grpc
 import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memoryd.v1 import conversation_pb2 as pb
 from memoryd.v1 import conversation_pb2_grpc as pb_grpc
@@ -22,6 +24,19 @@ from tests.test_startup import (
 )
 
 IN_FLIGHT = 32
+
+
+def _health_on_a_new_connection(addr: str) -> str:
+    """Overall health, asked over a connection of its own (so it may reach any worker)."""
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(addr, options=options) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+        except grpc.RpcError as exc:
+            return exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
 
 def _append(stub: pb_grpc.ConversationServiceStub, conversation_id: str) -> str:
@@ -97,22 +112,42 @@ def test_sigterm_lets_32_calls_in_flight_finish_and_refuses_new_ones(
     assert logged["OK"] == IN_FLIGHT
 
 
+@pytest.mark.parametrize("workers", ["2", "1"])
 def test_sigterm_under_closed_loop_load_cancels_nothing(
     tmp_path: Path,
     pg_dir: Path,
+    workers: str,
 ) -> None:
     """Issue 12's case: 32 clients appending back to back, then SIGTERM.
 
     Calls the server had started finish (OK); calls it had not started are
     UNAVAILABLE, which clients retry elsewhere; none in flight is CANCELLED.
+    With two workers, health on any new connection says NOT_SERVING from the
+    signal until the port closes.
     """
-    # One process: with two workers (MEMORYD_WORKERS=2), in 2 of 5 runs 30 of
-    # 537-698 calls started after SIGTERM were CANCELLED, over this bound; the
-    # workers drain independently (issue 11: left to do, docs/operators.md).
-    with memoryd_serve(pg_dir / "data", tmp_path / "memoryd.log", MEMORYD_WORKERS="1") as server:
+    log = tmp_path / "memoryd.log"
+    with memoryd_serve(pg_dir / "data", log, MEMORYD_WORKERS=workers) as server:
         server.wait_serving()
+        _wait_for(
+            lambda: (
+                sum(
+                    e.get("event") == "health" and e.get("serving") is True for e in server.events()
+                )
+                == int(workers)
+            ),
+            60,
+            "every worker to serve",
+        )
         results: list[tuple[float, float, str]] = []
         signalled: list[float] = []
+        health: list[str] = []
+
+        def health_checks() -> None:
+            while not signalled:
+                time.sleep(0.01)
+            time.sleep(0.05)  # the signal reaches every worker
+            while time.monotonic() < signalled[0] + 1.5:
+                health.append(_health_on_a_new_connection(server.addr))
 
         def client(i: int) -> None:
             with grpc.insecure_channel(server.addr) as channel:
@@ -133,19 +168,22 @@ def test_sigterm_under_closed_loop_load_cancels_nothing(
                     if code != "OK":
                         time.sleep(0.05)
 
-        with ThreadPoolExecutor(IN_FLIGHT) as pool:
+        with ThreadPoolExecutor(IN_FLIGHT + 1) as pool:
+            checks = pool.submit(health_checks)
             for i in range(IN_FLIGHT):
                 pool.submit(client, i)
             time.sleep(3)
             signalled.append(time.monotonic())
             server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(EXIT_TIMEOUT) == 0
+        checks.result()
     at = signalled[0]
     in_flight = collections.Counter(c for start, end, c in results if start < at <= end)
     after = collections.Counter(c for start, _, c in results if start >= at)
     print(
-        f"\nclosed loop, {IN_FLIGHT} clients: in flight at SIGTERM {dict(in_flight)},"
-        f" started after {dict(after)}"
+        f"\nclosed loop, {IN_FLIGHT} clients, {workers} worker(s): in flight at SIGTERM"
+        f" {dict(in_flight)}, started after {dict(after)};"
+        f" health after {dict(collections.Counter(health))}"
     )
     assert sum(in_flight.values()) == IN_FLIGHT
     assert set(in_flight) <= {"OK", "UNAVAILABLE"}
@@ -153,3 +191,6 @@ def test_sigterm_under_closed_loop_load_cancels_nothing(
     # sent GOAWAY; clients see those as CANCELLED (a few of ~900 here).
     assert set(after) <= {"UNAVAILABLE", "CANCELLED"}
     assert after["CANCELLED"] <= sum(after.values()) // 100
+    # Draining workers say so; once all have drained they stop together.
+    assert health
+    assert set(health) <= {"NOT_SERVING", "UNAVAILABLE"}
