@@ -56,7 +56,7 @@ from memoryd_server.memories.servicer import MemoryServicer
 from memoryd_server.pagination import PageTokens
 from memoryd_server.ratelimit import FailedKeyLimiter, RateLimiter
 from memoryd_server.request_size import RequestSizes
-from memoryd_server.shutdown import Drain
+from memoryd_server.shutdown import RELEASED_PATIENCE_SECONDS, Drain
 
 log = structlog.get_logger("memoryd")
 
@@ -423,6 +423,11 @@ class Memoryd:
                      quiet=self._drain.quiet, stalls=self._drain.stalls)  # fmt: skip
             if together is not None:
                 await together(max(until - loop.time(), 0.0))
+                # Calls may have reached this worker while it waited.
+                await self._drain.wait_idle(
+                    max(until - loop.time(), 0.0), patience=RELEASED_PATIENCE_SECONDS
+                )
+                log.info("released", quiet=self._drain.quiet, stalls=self._drain.stalls)
             await self._server.stop(max(until - loop.time(), 0.0))
         for task in self._tasks:
             task.cancel()

@@ -28,6 +28,9 @@ from memoryd_server.interceptors import Behavior, Continuation, rewrap
 QUIET_SECONDS = 0.05
 SHORT_QUIET_SECONDS = 0.01
 MAX_QUIET_WAIT_SECONDS = 1.0
+# A worker that waited for the others to drain looks for quiet again, briefly
+# (the workers' stops stay that close together).
+RELEASED_PATIENCE_SECONDS = 0.1
 # How often the quiet spell is checked, and how much later than asked a check
 # may wake before the loop counts as stalled.
 QUIET_POLL_SECONDS = SHORT_QUIET_SECONDS / 2
@@ -59,8 +62,11 @@ class Drain(grpc.aio.ServerInterceptor):
         """From now on every new call is refused."""
         self.draining = True
 
-    async def wait_idle(self, seconds: float) -> bool:
-        """True once no call runs and none has arrived for a moment; False after ``seconds``."""
+    async def wait_idle(self, seconds: float, *, patience: float = MAX_QUIET_WAIT_SECONDS) -> bool:
+        """True once no call runs and none has arrived for a moment; False after ``seconds``.
+
+        The quiet spell is sought for ``patience``, then a shorter one for as long.
+        """
         loop = asyncio.get_running_loop()
         until = loop.time() + seconds
         try:
@@ -69,7 +75,7 @@ class Drain(grpc.aio.ServerInterceptor):
         except TimeoutError:
             return False
         start = loop.time()
-        quiet_until = min(until, start + 2 * MAX_QUIET_WAIT_SECONDS)
+        quiet_until = min(until, start + 2 * patience)
         # Quiet is measured on a responsive loop only. Calls reach gRPC even
         # while this process gets no CPU (several workers share few cores); they
         # wait there unseen, and a stop then kills them (CANCELLED: issue 12).
@@ -85,7 +91,7 @@ class Drain(grpc.aio.ServerInterceptor):
                 self.stalls += 1
                 quiet_since = now
             quiet_since = max(quiet_since, self._last_call)
-            needed = QUIET_SECONDS if now < start + MAX_QUIET_WAIT_SECONDS else SHORT_QUIET_SECONDS
+            needed = QUIET_SECONDS if now < start + patience else SHORT_QUIET_SECONDS
             if now - quiet_since >= needed:
                 self.quiet = True
                 break

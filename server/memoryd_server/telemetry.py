@@ -55,7 +55,9 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[settings.log_level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line: workers share stderr, and print() writes the line and
+        # its newline apart, so two workers' lines could end up on one.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     _route_pool_logs()

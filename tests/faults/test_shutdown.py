@@ -24,6 +24,12 @@ from tests.test_startup import (
 )
 
 IN_FLIGHT = 32
+STOP_EVENTS = ("drained", "released", "stopped")
+
+
+def _summary(event: dict[str, object]) -> str:
+    """A worker's stop event, briefly: what, which worker, when, and whether it found quiet."""
+    return f"{event['event']} {event.get('worker')} {event['timestamp']} q={event.get('quiet')}"
 
 
 def _health_on_a_new_connection(addr: str) -> str:
@@ -183,7 +189,8 @@ def test_sigterm_under_closed_loop_load_cancels_nothing(
     print(
         f"\nclosed loop, {IN_FLIGHT} clients, {workers} worker(s): in flight at SIGTERM"
         f" {dict(in_flight)}, started after {dict(after)};"
-        f" health after {dict(collections.Counter(health))}"
+        f" health after {dict(collections.Counter(health))};"
+        f" workers {[_summary(e) for e in _events(log) if e.get('event') in STOP_EVENTS]}"
     )
     assert sum(in_flight.values()) == IN_FLIGHT
     assert set(in_flight) <= {"OK", "UNAVAILABLE"}
