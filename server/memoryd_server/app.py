@@ -35,6 +35,7 @@ from memoryd_server.admission import AdmissionInterceptor
 from memoryd_server.auth.interceptor import AuthInterceptor
 from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.availability import Availability
+from memoryd_server.boundary import Boundary
 from memoryd_server.config import Settings
 from memoryd_server.conversations.embedding import BATCH as MESSAGE_EMBED_BATCH
 from memoryd_server.conversations.embedding import embed_pending_messages
@@ -257,12 +258,17 @@ class Memoryd:
         server = grpc.aio.server(
             interceptors=[
                 *tracing,
-                AccessLogInterceptor(),
-                self._drain,
-                self._admission,
-                DeadlineInterceptor(),
-                AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
-                ErrorInterceptor(RequestSizes(self.settings)),
+                # One interceptor: the layers wrap each method's handler once.
+                Boundary(
+                    [
+                        AccessLogInterceptor(),
+                        self._drain,
+                        self._admission,
+                        DeadlineInterceptor(),
+                        AuthInterceptor(self.keys, self.limiter, self._failed_keys()),
+                        ErrorInterceptor(RequestSizes(self.settings)),
+                    ]
+                ),
             ],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_receive_bytes),

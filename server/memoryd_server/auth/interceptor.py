@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -64,14 +64,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
             return handler
-        metadata = handler_call_details.invocation_metadata
 
         def wrap(behavior: Behavior, streams: bool) -> Behavior:
             # In the handler, where the caller's address is known; before the
             # request is parsed, so a caller without a key learns nothing more.
             async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 try:
-                    verified = await self._authenticate(metadata, _address(context.peer()))
+                    # From the context, not the call details: the wrapped handler
+                    # is composed once per method and serves every call (boundary.py).
+                    verified = await self._authenticate(
+                        context.invocation_metadata(), _address(context.peer())
+                    )
                     principal = verified.principal
                     _authorize(principal, verified, method, auth_on=self._verifier is not None)
                     limits = self._limits(verified)
@@ -113,7 +116,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return limits
 
     async def _authenticate(
-        self, metadata: Sequence[tuple[str, Any]] | None, address: str
+        self, metadata: Iterable[tuple[str, Any]] | None, address: str
     ) -> Verified:
         if self._verifier is None:
             return Verified(ANONYMOUS, None)
