@@ -29,7 +29,7 @@ from memoryd.v1 import (
     memory_pb2,
     memory_pb2_grpc,
 )
-from memoryd_server import database, idempotency, metrics, telemetry, tls
+from memoryd_server import database, host_tasks, metrics, telemetry, tls
 from memoryd_server.admin.servicer import AdminServicer
 from memoryd_server.admission import AdmissionInterceptor
 from memoryd_server.auth.interceptor import AuthInterceptor
@@ -37,8 +37,6 @@ from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.availability import Availability
 from memoryd_server.boundary import Boundary
 from memoryd_server.config import Settings
-from memoryd_server.conversations.embedding import BATCH as MESSAGE_EMBED_BATCH
-from memoryd_server.conversations.embedding import embed_pending_messages
 from memoryd_server.conversations.servicer import ConversationServicer
 from memoryd_server.database import EmbeddedDatabase, StartupError
 from memoryd_server.documents.servicer import DocumentServicer
@@ -51,7 +49,6 @@ from memoryd_server.interceptors import (
     DeadlineInterceptor,
     ErrorInterceptor,
 )
-from memoryd_server.memories import upkeep
 from memoryd_server.memories.access import AccessRecorder
 from memoryd_server.memories.servicer import MemoryServicer
 from memoryd_server.pagination import PageTokens
@@ -62,8 +59,6 @@ from memoryd_server.shutdown import RELEASED_PATIENCE_SECONDS, Drain
 log = structlog.get_logger("memoryd")
 
 # How often the message embedder looks for new messages when it has caught up:
-# with the embedding time, the lag bound documented in docs/operators.md.
-MESSAGE_EMBED_POLL_SECONDS = 0.2
 
 # Request metadata (headers) a call may carry; larger fails with RESOURCE_EXHAUSTED.
 MAX_METADATA_BYTES = 16 * 1024
@@ -178,10 +173,19 @@ class Memoryd:
             asyncio.create_task(self._admission.run(), name="memoryd-admission"),
         ]
         if not self.worker:  # once per host: alone, or worker 0
+            upkeep_pool, embeddings = self._upkeep_pool, self.embeddings
             self._tasks += [
-                asyncio.create_task(self._expire_idempotency_keys(), name="memoryd-idempotency"),
-                asyncio.create_task(self._expire_memories(), name="memoryd-memory-expiry"),
-                asyncio.create_task(self._embed_messages(), name="memoryd-message-embedding"),
+                asyncio.create_task(
+                    host_tasks.expire_idempotency_keys(upkeep_pool), name="memoryd-idempotency"
+                ),
+                asyncio.create_task(
+                    host_tasks.expire_memories(upkeep_pool, self.settings),
+                    name="memoryd-memory-expiry",
+                ),
+                asyncio.create_task(
+                    host_tasks.embed_messages(upkeep_pool, embeddings),
+                    name="memoryd-message-embedding",
+                ),
             ]
         log.info(
             "serving",
@@ -355,55 +359,6 @@ class Memoryd:
                 not availability.down
                 and (await database.ping(self._pool) or await availability.probe())
             )
-
-    async def _expire_idempotency_keys(self) -> None:
-        assert self._upkeep_pool is not None
-        while True:
-            try:
-                # Small batches keep each delete short; a backlog drains over the rounds.
-                for _ in range(100):
-                    deleted = await idempotency.delete_expired(self._upkeep_pool)
-                    if not deleted:
-                        break
-                metrics.task_ran("idempotency_expiry", ok=True)
-            except Exception:
-                log.warning("idempotency_expiry_failed", exc_info=True)
-                metrics.task_ran("idempotency_expiry", ok=False)
-            await asyncio.sleep(600)
-
-    async def _expire_memories(self) -> None:
-        """Archive (or purge) expired memories in small batches, off the request path."""
-        assert self._upkeep_pool is not None
-        purge = self.settings.expiry_action == "purge"
-        while True:
-            await asyncio.sleep(self.settings.expiry_interval_seconds)
-            try:
-                for _ in range(100):
-                    done = await upkeep.expire_memories(self._upkeep_pool, purge=purge)
-                    if done:
-                        log.info("memories_expired", count=done, action=self.settings.expiry_action)
-                    if done < upkeep.EXPIRY_BATCH:
-                        break
-                metrics.task_ran("memory_expiry", ok=True)
-            except Exception:
-                log.warning("memory_expiry_failed", exc_info=True)
-                metrics.task_ran("memory_expiry", ok=False)
-
-    async def _embed_messages(self) -> None:
-        """Embed appended messages shortly after their append (SearchMessages)."""
-        assert self._upkeep_pool is not None
-        assert self.embeddings is not None
-        while True:
-            try:
-                done = await embed_pending_messages(self._upkeep_pool, self.embeddings)
-                metrics.task_ran("message_embedding", ok=True)
-            except Exception:
-                log.warning("message_embedding_failed", exc_info=True)
-                metrics.task_ran("message_embedding", ok=False)
-                done = 0
-                await asyncio.sleep(1.0)
-            if done < MESSAGE_EMBED_BATCH:
-                await asyncio.sleep(MESSAGE_EMBED_POLL_SECONDS)
 
     async def stop(
         self,
