@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,26 @@ def counted(pg_uri: str, test_settings: Settings, server_log: Path) -> Iterator[
         )
         server = ServerThread(settings)
         try:
+            # The start's own background rounds (the idempotency-key sweep runs at
+            # once; on a database full of other tests' rows it takes a while) are
+            # over before anything is counted.
+            _wait_until_quiet(proxy)
             with grpc.insecure_channel(server.addr) as channel:
                 yield proxy, channel
         finally:
             server.stop()
             proxy.close()
+
+
+def _wait_until_quiet(proxy: RoundTripProxy, quiet: float = 1.0, limit: float = 30.0) -> None:
+    """Return once no round trip passed the proxy for ``quiet`` seconds."""
+    deadline = time.monotonic() + limit
+    last, since = proxy.count(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, "the server never went quiet"
+        time.sleep(0.05)
+        if proxy.count() != last:
+            last, since = proxy.count(), time.monotonic()
 
 
 def per_call(proxy: RoundTripProxy, call: Callable[[], Any]) -> list[int]:
