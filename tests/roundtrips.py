@@ -18,7 +18,7 @@ from pathlib import Path
 class RoundTripProxy:
     """Listens beside the database's socket in ``directory``; ``uri`` leads through it."""
 
-    def __init__(self, uri: str, directory: Path) -> None:
+    def __init__(self, uri: str, directory: Path, *, ignore_application: str = "") -> None:
         parts = urllib.parse.urlsplit(uri)
         query = dict(urllib.parse.parse_qsl(parts.query))
         port = query.get("port") or str(parts.port or 5432)
@@ -27,6 +27,8 @@ class RoundTripProxy:
         query["host"] = str(directory)
         self.uri = parts._replace(query=urllib.parse.urlencode(query)).geturl()
         self.round_trips = 0
+        # Connections that announce this application_name are relayed, not counted.
+        self._ignored = ignore_application.encode()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -55,11 +57,15 @@ class RoundTripProxy:
         up_reader, up_writer = await asyncio.open_unix_connection(self._target)
         # True once the server has answered since the client last sent.
         answered = [True]
+        # Decided by the client's first message (the startup packet).
+        counted: list[bool] = []
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, up: bool) -> None:
             try:
                 while data := await src.read(65536):
-                    if up and answered[0]:
+                    if up and not counted:
+                        counted.append(not self._announces_ignored(data))
+                    if up and answered[0] and counted[0]:
                         self.round_trips += 1
                     answered[0] = not up
                     dst.write(data)
@@ -76,6 +82,14 @@ class RoundTripProxy:
         finally:
             writer.close()
             up_writer.close()
+
+    def _announces_ignored(self, startup: bytes) -> bool:
+        """Whether a startup packet's parameters name the ignored application."""
+        if not self._ignored:
+            return False
+        words = startup[8 : int.from_bytes(startup[:4], "big")].split(b"\0")
+        parameters = dict(zip(words[::2], words[1::2], strict=False))
+        return parameters.get(b"application_name") == self._ignored
 
     def count(self) -> int:
         """Round trips so far, across every connection."""

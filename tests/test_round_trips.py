@@ -14,6 +14,7 @@ import pytest
 from memoryd.v1 import conversation_pb2 as cpb
 from memoryd.v1 import conversation_pb2_grpc, memory_pb2_grpc
 from memoryd.v1 import memory_pb2 as pb
+from memoryd_server import database
 from memoryd_server.config import Settings
 from tests.conftest import ServerThread
 from tests.roundtrips import RoundTripProxy
@@ -31,16 +32,18 @@ def counted(pg_uri: str, test_settings: Settings, server_log: Path) -> Iterator[
     del server_log
     # A short directory: a Unix socket's path is limited to about 100 bytes.
     with tempfile.TemporaryDirectory(prefix="rt-", dir="/tmp") as tmp:
-        proxy = RoundTripProxy(pg_uri, Path(tmp))
+        # The maintenance pool's background work (message embedding, expiry) is
+        # not any call's: its connections are relayed uncounted.
+        proxy = RoundTripProxy(
+            pg_uri, Path(tmp), ignore_application=f"memoryd-{database.MAINTENANCE_ROLE}"
+        )
         # No health rounds or expiry sweeps during the count.
         settings = test_settings.replace(
             database_url=proxy.uri, health_interval_seconds=600, expiry_interval_seconds=600
         )
         server = ServerThread(settings)
         try:
-            # The start's own background rounds (the idempotency-key sweep runs at
-            # once; on a database full of other tests' rows it takes a while) are
-            # over before anything is counted.
+            # The pool's own start-up round trips are over before anything is counted.
             _wait_until_quiet(proxy)
             with grpc.insecure_channel(server.addr) as channel:
                 yield proxy, channel

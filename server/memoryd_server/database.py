@@ -295,6 +295,8 @@ def create_pool(
         # connections on checkout itself (see availability.Pool).
         reconnect_timeout=RECONNECT_SECONDS,
         name=f"memoryd-{role}",
+        # pg_stat_activity (and anything watching the wire) tells the pools apart.
+        kwargs={"application_name": f"memoryd-{role}"},
     )
 
 
