@@ -33,7 +33,7 @@ async def _round(task: str, work: Callable[[], Awaitable[int]]) -> int | None:
     try:
         done = await work()
     except Exception:
-        log.warning(f"{task}_failed", exc_info=True)
+        log.warning("background_task_failed", task=task, exc_info=True)
         metrics.task_ran(task, ok=False)
         return None
     metrics.task_ran(task, ok=True)
