@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -9,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
+from psycopg import sql
+from psycopg.rows import tuple_row
 
 from memoryd.v1 import conversation_pb2 as cpb
 from memoryd.v1 import conversation_pb2_grpc, memory_pb2_grpc
 from memoryd.v1 import memory_pb2 as pb
-from memoryd_server import database
+from memoryd_server import database, reads
 from memoryd_server.config import Settings
 from tests.conftest import ServerThread
 from tests.roundtrips import RoundTripProxy
@@ -174,3 +178,23 @@ def test_reads_survive_psycopg_deallocating_prepared_statements(
             assert list(window.messages) == []
     finally:
         server.stop()
+
+
+def test_a_read_whose_statement_was_prepared_unrecorded_prepares_nothing_twice(
+    pg_uri: str,
+) -> None:
+    """A read cancelled after PostgreSQL ran its PREPARE leaves the statement unrecorded.
+
+    Under overload, reads cancelled at their deadline did, and the next read
+    on that connection failed with DuplicatePreparedStatement (INTERNAL).
+    """
+    query = sql.SQL("SELECT %(a)s::int + 1 AS b")
+
+    async def twice() -> None:
+        async with await psycopg.AsyncConnection.connect(pg_uri) as conn:
+            assert await reads._read_on(conn, {}, [(query, {"a": 1})], tuple_row) == [[(2,)]]
+            reads._prepared[conn].clear()  # as after the cancelled read
+            assert await reads._read_on(conn, {}, [(query, {"a": 2})], tuple_row) == [[(3,)]]
+            assert reads._prepared[conn], "the statements found prepared are known again"
+
+    asyncio.run(twice())

@@ -117,9 +117,16 @@ async def _read_on(
             with contextlib.suppress(psycopg.Error):
                 known = await conn.execute("SELECT name FROM pg_prepared_statements")
                 _prepared[conn] = {str(name) for (name,) in await known.fetchall()}
+        # Our record of a connection's statements can be wrong both ways:
         # psycopg clears its own prepared statements after a ROLLBACK, DROP or
-        # ALTER on the connection with DEALLOCATE ALL, and so ours: prepare again.
-        if isinstance(exc, psycopg.errors.InvalidSqlStatementName) and not retried:
+        # ALTER on the connection with DEALLOCATE ALL, and so ours; and a read
+        # cancelled (its deadline) after PostgreSQL ran its PREPARE never
+        # recorded it, so the next read's PREPARE found it there (answered
+        # INTERNAL under overload). Either way the set was just reread: again.
+        if not retried and isinstance(
+            exc,
+            (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement),
+        ):
             return await _read_on(conn, local, statements, row_factory, retried=True)
         raise
     finally:
