@@ -71,6 +71,9 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        # Bound once per method, with the logging configured by now: through
+        # the module's lazy proxy, every line rebuilt its logger first.
+        rpc_log = log.bind()
 
         def finish(
             context: grpc.aio.ServicerContext[Any, Any],
@@ -79,7 +82,9 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             error: BaseException | None,
         ) -> None:
             code, seconds = outcome(context, error), time.perf_counter() - start
-            log.info("rpc", rpc=method, code=code, duration_ms=round(seconds * 1000, 3), peer=peer)
+            rpc_log.info(
+                "rpc", rpc=method, code=code, duration_ms=round(seconds * 1000, 3), peer=peer
+            )
             tenant = structlog.contextvars.get_contextvars().get("tenant")  # bound by auth
             metrics.call_finished(method, tenant, code, seconds)
 
