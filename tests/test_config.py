@@ -112,6 +112,7 @@ PARSED = [
     ("MEMORYD_MAX_QUEUED_CALLS", "7", "max_queued_calls", 7),
     ("MEMORYD_MAX_QUEUE_MS", "12.5", "max_queue_ms", 12.5),
     ("MEMORYD_MAX_LAG_MS", "0", "max_lag_ms", 0.0),
+    ("MEMORYD_MAX_PENDING_CALLS", "16", "max_pending_calls", 16),
     ("MEMORYD_QUOTA_MAX_DOCUMENTS", "0", "quota_max_documents", 0),
     ("MEMORYD_QUOTA_MAX_DOCUMENT_BYTES", "1048576", "quota_max_document_bytes", 1048576),
     ("MEMORYD_MAX_DOCUMENT_BYTES", "2048", "max_document_bytes", 2048),

@@ -282,3 +282,25 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             return admitted
 
         return rewrap(handler, wrap)
+
+
+def pending_call_limits(soft: int) -> list[tuple[str, int]]:
+    """gRPC server options that make gRPC's core refuse calls the event loop cannot take up.
+
+    The refusals above run in Python, and a Python refusal costs a third to
+    two thirds of a served call's CPU (bench/overload.py): at 4x the
+    sustained rate, refusing the excess alone takes more CPU than a process
+    has, calls pile up inside gRPC before any of memoryd's code sees them,
+    and goodput collapses. gRPC's core (C) keeps the calls that arrived but
+    that the event loop has not asked for yet; past ``soft`` of them it
+    refuses a new one with a probability that grows to certainty at four
+    times ``soft`` (random early detection), at a cost of microseconds. Such
+    a call did no work, like any other refusal, but the status gRPC's core
+    sends is CANCELLED, not RESOURCE_EXHAUSTED, and it carries no RetryInfo.
+    """
+    if soft <= 0:
+        return []
+    return [
+        ("grpc.server.max_pending_requests", soft),
+        ("grpc.server.max_pending_requests_hard_limit", 4 * soft),
+    ]

@@ -31,7 +31,7 @@ from memoryd.v1 import (
 )
 from memoryd_server import database, host_tasks, metrics, telemetry, tls
 from memoryd_server.admin.servicer import AdminServicer
-from memoryd_server.admission import AdmissionInterceptor
+from memoryd_server.admission import AdmissionInterceptor, pending_call_limits
 from memoryd_server.auth.interceptor import AuthInterceptor
 from memoryd_server.auth.verifier import KeyVerifier
 from memoryd_server.availability import Availability
@@ -276,6 +276,7 @@ class Memoryd:
             ],
             options=[
                 ("grpc.max_receive_message_length", self.settings.max_receive_bytes),
+                *pending_call_limits(self.settings.max_pending_calls),
                 # Workers share their supervisor's port; a lone server must not
                 # share it with anyone (a second server fails to start instead).
                 ("grpc.so_reuseport", 0 if self.worker is None else 1),

@@ -108,6 +108,10 @@ class Settings:
     max_queue_ms: float = 1000.0
     # How far behind the event loop may run before the limits are lowered (0: never).
     max_lag_ms: float = 100.0
+    # Calls gRPC's core holds before the event loop has taken them: past this
+    # many it starts refusing new ones itself, all of them at 4x (0: core's
+    # own defaults, 1,000 and 3,000).
+    max_pending_calls: int = 64
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -395,6 +399,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object]], ...] = (
     ("MEMORYD_MAX_QUEUED_CALLS", "max_queued_calls", _non_negative_int),
     ("MEMORYD_MAX_QUEUE_MS", "max_queue_ms", _non_negative_float),
     ("MEMORYD_MAX_LAG_MS", "max_lag_ms", _non_negative_float),
+    ("MEMORYD_MAX_PENDING_CALLS", "max_pending_calls", _non_negative_int),
 )
 
 ENVIRONMENT_VARIABLES: frozenset[str] = frozenset(var for var, _, _ in _VARIABLES)

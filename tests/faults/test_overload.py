@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
 import tempfile
 import threading
 import time
@@ -43,6 +44,7 @@ from .logs import LogTail
 
 APPEND = "/memoryd.v1.ConversationService/AppendMessages"
 WINDOW = "/memoryd.v1.ConversationService/GetContextWindow"
+GET = "/memoryd.v1.ConversationService/GetConversation"
 LIMIT, QUEUE = 2, 2
 # Codes a caller may see from an overloaded server; never INTERNAL, UNAVAILABLE or UNKNOWN.
 SHED_OR_ANSWERED = {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}
@@ -384,3 +386,64 @@ def test_health_stays_serving_while_every_pooled_connection_is_busy(
     assert codes == ["OK"] * 10
     assert set(health) == {SERVING}
     assert not [e for e in events if e.get("event") == "health" and e.get("serving") is False]
+
+
+async def _burst(addr: str, calls: int) -> list[tuple[str, str]]:
+    """(code, details) of ``calls`` GetConversation calls sent at once."""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = pb_grpc.ConversationServiceStub(channel)
+
+        async def one() -> tuple[str, str]:
+            try:
+                await stub.GetConversation(
+                    pb.GetConversationRequest(conversation_id="burst"), timeout=30
+                )
+            except grpc.aio.AioRpcError as exc:
+                return exc.code().name, exc.details() or ""
+            return "OK", ""
+
+        return list(await asyncio.gather(*(one() for _ in range(calls))))
+
+
+def test_calls_the_event_loop_cannot_take_up_are_refused_by_grpc_core_without_any_work(
+    uid: str,
+) -> None:
+    """MEMORYD_MAX_PENDING_CALLS: the backstop for a process whose own CPU is the bottleneck.
+
+    The server is stopped (SIGSTOP) while 400 calls arrive, so on SIGCONT
+    gRPC's core holds them all before the event loop has taken any: that is
+    the state a CPU-bound server is in under a flood. Past 4 x 8 pending
+    calls, core refuses the rest itself (CANCELLED, the status core sends),
+    and the ones taken up are answered normally.
+    """
+    with tempfile.TemporaryDirectory(prefix="memoryd-test-", ignore_cleanup_errors=True) as tmp:
+        data_dir = Path(tmp) / "data"
+        settings = {"MEMORYD_MAX_PENDING_CALLS": "8", "MEMORYD_WORKERS": "1"}
+        with memoryd_serve(data_dir, Path(tmp) / "memoryd.log", **settings) as server:
+            server.wait_serving()
+            with grpc.insecure_channel(server.addr) as channel:
+                pb_grpc.ConversationServiceStub(channel).AppendMessages(
+                    _append("burst", f"é {uid}"), timeout=30
+                )
+            tail = LogTail(server.log)
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                threading.Timer(1.0, server.process.send_signal, (signal.SIGCONT,)).start()
+                results = asyncio.run(_burst(server.addr, 400))
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            codes = collections.Counter(code for code, _ in results)
+            print(f"\n400 calls at once to a stopped server, then resumed: {dict(codes)}")
+            # Of those taken up, memoryd's own admission control may refuse
+            # some (the loop is a second behind after the stop).
+            assert set(codes) <= {"OK", "CANCELLED", "RESOURCE_EXHAUSTED"}, codes
+            # Core holds at most 4 x 8 = 32 for the event loop; a few more may
+            # be taken up while core is still reading the burst.
+            assert codes["CANCELLED"] >= 300, codes
+            assert codes["OK"] >= 1
+            # The access log has only what memoryd saw: the calls it answered.
+            seen = codes["OK"] + codes["RESOURCE_EXHAUSTED"]
+            _wait_for(lambda: len(tail.events("rpc", rpc=GET)) >= seen, 10, "the access log")
+            assert len(tail.events("rpc", rpc=GET)) == seen
+            assert _health(server.addr) == SERVING
+        _stop_leftover_postgres(data_dir)
