@@ -1,38 +1,42 @@
 """Goodput and latency at 4x the sustained rate, with admission control off and on.
 
 Usage: python -m bench.overload [--seconds 30] [--overload 4] [--deadline 2]
+       [--modes off,on,cost] [--methods ...] [--on MEMORYD_X=1,...] [--keep DIR]
 
-Starts ``memoryd serve`` processes on one embedded PostgreSQL. On the first
-(``off``: MEMORYD_MAX_CONCURRENT_CALLS=0, the server before admission
-control) it measures, for AppendMessages and GetContextWindow in turn:
+Starts ``memoryd serve`` processes on one embedded PostgreSQL. For
+AppendMessages and GetContextWindow in turn, on a server without admission
+control (``off``: MEMORYD_MAX_CONCURRENT_CALLS=0 and gRPC's default backlog
+limits, MEMORYD_MAX_PENDING_CALLS=0), it measures:
 
 - the unloaded p99: one caller, one call at a time;
-- the sustained rate: closed loop, ``--callers`` callers back to back (after
-  a 3 s warm-up), counting OK answers;
+- the sustained rate: the best of closed loops of 8, 16 and 64 callers back
+  to back, counting OK answers;
 
-then, on each server (``off``, then ``on``: the default settings), an open
-loop at ``--overload`` times that rate for ``--seconds``: calls sent on
-schedule whatever the answers (as independent agents do), each with a
-``--deadline`` s deadline, from two load processes. Both servers get the same
-offered load.
+then, on a fresh server per mode (``off``; ``on``: the defaults, or the
+settings given with ``--on``), an open loop at ``--overload`` times that rate
+for ``--seconds``: calls sent on schedule whatever the answers (as
+independent agents do), each with a ``--deadline`` s deadline. Both modes get
+the same offered load.
+
+The load comes from ``bench/loadgen.mjs`` (Node's HTTP/2, requests framed
+here once): it runs on the same cores as the server, so its CPU is printed
+beside the server's, with how far behind its schedule it fell.
 
 It prints goodput (OK calls per second over the sustained rate), the p50/p99
-of the OK calls over the unloaded p99 as the load processes saw them and the
-p99 the server's access log recorded (from the first interceptor to the
-answer: it leaves out the time a call waits in gRPC and in the load
-processes), the p99 of the refusals, and the status codes seen. ``cost``
-then measures the server CPU time (from /proc) of a refused call against a
-served one.
+of the OK calls over the unloaded p99 as the load generator saw them and the
+p99 the server's access log recorded (it leaves out the time a call waits in
+gRPC), the p99 of the refusals, and the status codes seen (CANCELLED from
+the ``on`` server is gRPC core's backstop, MEMORYD_MAX_PENDING_CALLS).
+``cost`` then measures the server CPU time (from /proc) of a refused call
+against a served one.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import collections
+import base64
 import contextlib
 import json
-import multiprocessing
 import os
 import signal
 import socket
@@ -40,13 +44,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import grpc
-import grpc.aio
 import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -55,9 +58,7 @@ from memoryd.v1 import conversation_pb2_grpc as pb_grpc
 
 CONVERSATIONS = 64  # appends spread over them, as many agents would
 WINDOW_MESSAGES = 200
-LOAD_PROCESSES = 2
-
-Result = tuple[str, float]  # (status code name, seconds)
+LOADGEN = Path(__file__).with_name("loadgen.mjs")
 
 
 def _free_port() -> int:
@@ -112,58 +113,42 @@ def _request(method: str, i: int) -> Any:
     return pb.GetContextWindowRequest(conversation_id="window", max_messages=20)
 
 
-async def _one(
-    stub: pb_grpc.ConversationServiceStub, method: str, i: int, deadline: float
-) -> Result:
-    call: Callable[..., Any] = getattr(stub, method)
-    start = time.perf_counter()
-    try:
-        await call(_request(method, i), timeout=deadline)
-        code = "OK"
-    except grpc.aio.AioRpcError as exc:
-        code = exc.code().name
-    return code, time.perf_counter() - start
+def _frame(message: Any) -> str:
+    """``message`` as one gRPC length-prefixed frame, base64 for the load generator."""
+    body = message.SerializeToString()
+    return base64.b64encode(b"\0" + len(body).to_bytes(4, "big") + body).decode()
 
 
-async def _closed(
+def _load(addr: str, method: str, **spec: Any) -> dict[str, Any]:
+    """Run bench/loadgen.mjs (Node's HTTP/2, framed bodies) with ``spec``; its results."""
+    calls = spec.get("calls") or int(spec.get("rate", 0) * spec.get("seconds", 0)) or 1
+    bodies = [_frame(_request(method, i)) for i in range(min(calls, CONVERSATIONS))]
+    spec = {
+        "addr": addr,
+        "path": f"/memoryd.v1.ConversationService/{method}",
+        "bodies": bodies,
+        "metadata": {},
+        "deadline_ms": 30_000,
+        # Many: the kernel spreads connections over the workers by a hash, and
+        # with a few, one worker could get them all.
+        "connections": 16,
+        **spec,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        json.dump(spec, file)
+        file.flush()
+        out = subprocess.run(
+            ["node", str(LOADGEN), file.name], check=True, capture_output=True, text=True
+        )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def _closed(
     addr: str, method: str, callers: int, seconds: float, *, calls: int = 0
-) -> list[Result]:
+) -> dict[str, Any]:
     """``callers`` calling back to back for ``seconds`` (or until ``calls`` calls)."""
-    async with grpc.aio.insecure_channel(addr) as channel:
-        stub = pb_grpc.ConversationServiceStub(channel)
-        until = time.perf_counter() + seconds
-        results: list[Result] = []
-
-        async def caller(k: int) -> None:
-            i = k
-            while len(results) < calls if calls else time.perf_counter() < until:
-                results.append(await _one(stub, method, i, 30.0))
-                i += callers
-
-        await asyncio.gather(*(caller(k) for k in range(callers)))
-        return results
-
-
-async def _open(
-    addr: str, method: str, rate: float, seconds: float, deadline: float
-) -> list[Result]:
-    """Calls sent at ``rate`` per second on schedule, whatever the answers."""
-    async with grpc.aio.insecure_channel(addr) as channel:
-        stub = pb_grpc.ConversationServiceStub(channel)
-        start = time.perf_counter()
-        tasks = []
-        i = 0
-        while (due := i / rate) < seconds:
-            delay = start + due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(_one(stub, method, i, deadline)))
-            i += 1
-        return list(await asyncio.gather(*tasks))
-
-
-def _open_process(args: tuple[str, str, float, float, float]) -> list[Result]:
-    return asyncio.run(_open(*args))
+    return _load(addr, method, mode="closed", callers=callers, seconds=seconds, calls=calls)
 
 
 def _p(samples: list[float], q: float) -> float:
@@ -215,36 +200,47 @@ def _settle(addr: str) -> None:
             time.sleep(0.5)
 
 
-def baseline(addr: str, method: str, args: argparse.Namespace) -> tuple[float, float]:
-    """The unloaded p99 (seconds) and the sustained rate (OK calls per second) of ``method``."""
+def baseline(addr: str, method: str) -> tuple[float, float]:
+    """The unloaded p99 (seconds) and the sustained rate (OK calls per second) of ``method``.
+
+    The sustained rate is the best of closed loops of 8, 16 and 64 callers:
+    without admission control more callers can get less done (64 callers on
+    two workers and PostgreSQL oversubscribe two cores), and 4x a collapsed
+    rate would not be 4x the server's capacity.
+    """
     _settle(addr)
-    unloaded = asyncio.run(_closed(addr, method, 1, 5.0))
-    unloaded_p99 = _p([s for c, s in unloaded if c == "OK"], 0.99)
-    asyncio.run(_closed(addr, method, args.callers, 3.0))  # warm-up, not counted
-    closed = asyncio.run(_closed(addr, method, args.callers, 10.0))
-    codes = collections.Counter(c for c, _ in [*unloaded, *closed])
-    if set(codes) != {"OK"}:
-        raise SystemExit(f"{method} failed without load: {dict(codes)}")
-    return unloaded_p99, codes["OK"] / 10.0
+    unloaded = _closed(addr, method, 1, 5.0)
+    rates = []
+    for callers in (8, 16, 64):
+        _closed(addr, method, callers, 2.0)  # warm-up, not counted
+        closed = _closed(addr, method, callers, 5.0)
+        if set(closed["codes"]) != {"OK"}:
+            raise SystemExit(f"{method} failed without load: {closed['codes']}")
+        rates.append(len(closed["ok"]) / 5.0)
+    if set(unloaded["codes"]) != {"OK"}:
+        raise SystemExit(f"{method} failed without load: {unloaded['codes']}")
+    return _p(unloaded["ok"], 0.99), max(rates)
 
 
 def measure(
-    addr: str, log: Path, method: str, base: tuple[float, float], args: argparse.Namespace
+    server: Server, log: Path, method: str, base: tuple[float, float], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Open loop at ``--overload`` times the sustained rate of ``base``."""
     unloaded_p99, sustained = base
     rate = sustained * args.overload
-    _settle(addr)
+    _settle(server.addr)
     offset = log.stat().st_size
-    with multiprocessing.get_context("spawn").Pool(LOAD_PROCESSES) as pool:
-        parts = pool.map(
-            _open_process,
-            [(addr, method, rate / LOAD_PROCESSES, args.seconds, args.deadline)] * LOAD_PROCESSES,
-        )
-    results = [r for part in parts for r in part]
-    ok = [s for c, s in results if c == "OK"]
-    codes = collections.Counter(c for c, _ in results)
-    shed = [s for c, s in results if c == "RESOURCE_EXHAUSTED"]
+    cpu_before = _cpu_seconds(server.pid)
+    run = _load(
+        server.addr,
+        method,
+        mode="open",
+        rate=rate,
+        seconds=args.seconds,
+        deadline_ms=int(args.deadline * 1000),
+    )
+    server_cpu = _cpu_seconds(server.pid) - cpu_before
+    ok, shed, codes = run["ok"], run["shed"], run["codes"]
     served = _served_ms(log, offset, method)
     return {
         "sustained": sustained,
@@ -255,22 +251,38 @@ def measure(
         "shed_p99_ms": _p(shed, 0.99) * 1000,
         "served_p99_ratio": _p(served, 0.99) / 1000 / unloaded_p99,
         "codes": dict(codes),
+        # The load generator's CPU beside the server's: on a shared machine
+        # it is what the server could not have.
+        "loadgen_cpu": run["cpu_seconds"] / args.seconds,
+        "server_cpu": server_cpu / args.seconds,
+        "late_ms": run["late_ms"],
     }
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and its children (the workers)."""
+
+    def stat(path: Path) -> list[str]:
+        return path.read_text().rpartition(")")[2].split()
+
+    total = 0.0
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat(path)
+            if path.parent.name == str(pid) or fields[1] == str(pid):
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_per_call(server: Server, method: str, calls: int) -> tuple[float, dict[str, int]]:
-    """Server CPU seconds per call over ``calls`` calls from one caller, and their codes."""
+    """Server CPU seconds per call over ``calls`` calls from 8 callers, and their codes.
+
+    Several callers, as under overload: with one, each call also pays for
+    waking the process up, which busy servers share among many calls.
+    """
     before = _cpu_seconds(server.pid)
-    results = asyncio.run(_closed(server.addr, method, 1, 0.0, calls=calls))
-    return (_cpu_seconds(server.pid) - before) / len(results), dict(
-        collections.Counter(c for c, _ in results)
-    )
+    run = _load(server.addr, method, mode="closed", callers=8, seconds=0.0, calls=calls)
+    return (_cpu_seconds(server.pid) - before) / calls, run["codes"]
 
 
 def refusal_cost(data_dir: Path, log: Path) -> None:
@@ -282,13 +294,12 @@ def refusal_cost(data_dir: Path, log: Path) -> None:
     settings = {
         "MEMORYD_MAX_CONCURRENT_CALLS": "1",
         "MEMORYD_MAX_QUEUED_CALLS": "0",
-        # One process serving: with a supervisor, its own CPU (all /proc shows
-        # here) leaves out the workers', and both calls measured about 5 us.
+        # One process serving, so one event loop holds every slot.
         "MEMORYD_WORKERS": "1",
+        **({"MEMORYD_METRICS_ADDR": "off"} if os.environ.get("ABL_METRICS") else {}),
     }
     with memoryd(data_dir, log, **settings) as server:
         _settle(server.addr)
-        served, _ = _cpu_per_call(server, "GetContextWindow", 2000)
         pid_file = (data_dir / "postmaster.pid").read_text().splitlines()
         uri = (
             f"postgresql://postgres@/postgres?host={pid_file[4].strip()}&port={pid_file[3].strip()}"
@@ -296,15 +307,24 @@ def refusal_cost(data_dir: Path, log: Path) -> None:
         with grpc.insecure_channel(server.addr) as channel, psycopg.connect(uri) as db:
             stub = pb_grpc.ConversationServiceStub(channel)
             stub.AppendMessages(_request("AppendMessages", 0), timeout=30)
-            db.execute("SELECT 1 FROM conversations WHERE id = 'append-0' FOR UPDATE")
-            held = stub.AppendMessages.future(_request("AppendMessages", 0), timeout=120)
-            time.sleep(0.5)
-            refused, codes = _cpu_per_call(server, "AppendMessages", 2000)
-            db.rollback()
-            held.result()
+            served, refused = [], []
+            # Rounds interleaved, medians kept: the machine's noise moves either.
+            for _ in range(3):
+                served.append(_cpu_per_call(server, "GetContextWindow", 4000)[0])
+                db.execute("SELECT 1 FROM conversations WHERE id = 'append-0' FOR UPDATE")
+                held = stub.AppendMessages.future(_request("AppendMessages", 0), timeout=120)
+                time.sleep(0.5)
+                cost, codes = _cpu_per_call(server, "AppendMessages", 4000)
+                refused.append(cost)
+                db.rollback()
+                held.result()
+                if set(codes) != {"RESOURCE_EXHAUSTED"}:
+                    raise SystemExit(f"expected refusals only: {codes}")
+    served_us, refused_us = sorted(served)[1] * 1e6, sorted(refused)[1] * 1e6
     print(
-        f"server CPU per call: served GetContextWindow {served * 1e6:.0f} us,"
-        f" refused AppendMessages {refused * 1e6:.0f} us ({refused / served:.0%}) {codes}"
+        f"server CPU per call (median of 3 rounds, 8 callers): served GetContextWindow"
+        f" {served_us:.0f} us, refused AppendMessages {refused_us:.0f} us"
+        f" ({refused_us / served_us:.0%})"
     )
 
 
@@ -313,25 +333,37 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--overload", type=float, default=4.0)
     parser.add_argument("--deadline", type=float, default=2.0)
-    parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--modes", default="off,on,cost")
     parser.add_argument("--methods", default="AppendMessages,GetContextWindow")
+    parser.add_argument("--keep", default="", help="a directory for the log and data, kept")
+    parser.add_argument(
+        "--on", default="", help="settings for the 'on' server: MEMORYD_X=1,MEMORYD_Y=2"
+    )
     args = parser.parse_args()
-    modes = {"off": {"MEMORYD_MAX_CONCURRENT_CALLS": "0"}, "on": {}}
+    # "off": the server without admission control, and with gRPC's own backlog limits.
+    modes = {
+        "off": {"MEMORYD_MAX_CONCURRENT_CALLS": "0", "MEMORYD_MAX_PENDING_CALLS": "0"},
+        "on": dict(kv.split("=", 1) for kv in args.on.split(",") if kv),
+    }
     bases: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="memoryd-bench-") as tmp:
-        data, log = Path(tmp) / "data", Path(tmp) / "memoryd.log"
+        # --keep: the servers' log and database stay, to read after the run.
+        where = Path(args.keep) if args.keep else Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        data, log = where / "data", where / "memoryd.log"
         for method in args.methods.split(","):
             for mode in [m for m in args.modes.split(",") if m != "cost"]:
                 # A server per run: one run's backlog (or broken pool) is not the next's.
                 offset = log.stat().st_size if log.exists() else 0
-                with memoryd(data, log, **modes[mode]) as (addr, _):
-                    _prepare(addr)
-                    # Measured once, on the first server (admission off by default),
-                    # so both modes get the same offered load.
-                    if method not in bases:
-                        bases[method] = baseline(addr, method, args)
-                    m = measure(addr, log, method, bases[method], args)
+                if method not in bases:
+                    # On a server without admission control, once, so every
+                    # mode gets the same offered load.
+                    with memoryd(data, log, **modes["off"]) as server:
+                        _prepare(server.addr)
+                        bases[method] = baseline(server.addr, method)
+                with memoryd(data, log, **modes[mode]) as server:
+                    _prepare(server.addr)
+                    m = measure(server, log, method, bases[method], args)
                 print(
                     f"{mode:3} {method:16} sustained {m['sustained']:7.1f}/s"
                     f"  goodput at {args.overload:g}x {m['goodput']:6.1%}"
@@ -339,6 +371,8 @@ def main() -> None:
                     f" unloaded p99 ({m['unloaded_p99_ms']:.1f} ms)"
                     f" (server side p99 {m['served_p99_ratio']:5.2f}x)"
                     f"  shed p99 {m['shed_p99_ms']:.1f} ms  {m['codes']};"
+                    f" CPU: server {m['server_cpu']:.2f} cores, load generator"
+                    f" {m['loadgen_cpu']:.2f} (worst lag {m['late_ms']:.0f} ms);"
                     f" {_health_events(log, offset)}",
                     flush=True,
                 )
