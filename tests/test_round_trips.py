@@ -18,6 +18,7 @@ from psycopg.rows import tuple_row
 from memoryd.v1 import conversation_pb2 as cpb
 from memoryd.v1 import conversation_pb2_grpc, memory_pb2_grpc
 from memoryd.v1 import memory_pb2 as pb
+from memoryd.v1 import search_pb2 as spb
 from memoryd_server import database, reads
 from memoryd_server.config import Settings
 from tests.conftest import ServerThread
@@ -79,7 +80,7 @@ def per_call(proxy: RoundTripProxy, call: Callable[[], Any]) -> list[int]:
 
 
 def test_read_rpcs_take_one_round_trip(counted, uid):
-    """GetConversation, GetContextWindow and SearchMemories each send one message and wait once."""
+    """Get*, List* and SearchMemories each send one message and wait once."""
     proxy, channel = counted
     conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
     memories = memory_pb2_grpc.MemoryServiceStub(channel)
@@ -98,11 +99,12 @@ def test_read_rpcs_take_one_round_trip(counted, uid):
     # More memories than the search's candidate depth (20), or it falls back to
     # an exact search in a second round trip, as it should when the index
     # yields too few.
-    memories.BatchCreateMemories(
+    created = memories.BatchCreateMemories(
         pb.BatchCreateMemoriesRequest(
             memories=[
                 pb.Memory(
                     namespace=["rt", uid],
+                    key="k" if i == 0 else "",
                     content="round trip" if i == 0 else f"other {i}",
                     embedding=[1.0, i / 10] + [0.0] * 382,
                 )
@@ -110,6 +112,7 @@ def test_read_rpcs_take_one_round_trip(counted, uid):
             ]
         )
     )
+    first = created.memory_ids[0]
     window = cpb.GetContextWindowRequest(
         conversation_id=conv, include_system_messages=True, max_tokens=100
     )
@@ -121,9 +124,47 @@ def test_read_rpcs_take_one_round_trip(counted, uid):
         ),
         "GetContextWindow": per_call(proxy, lambda: conversations.GetContextWindow(window)),
         "SearchMemories": per_call(proxy, lambda: memories.SearchMemories(search)),
+        "GetMemory": per_call(
+            proxy, lambda: memories.GetMemory(pb.GetMemoryRequest(memory_id=first))
+        ),
+        "GetMemory by key": per_call(
+            proxy,
+            lambda: memories.GetMemory(pb.GetMemoryRequest(namespace=["rt", uid], key="k")),
+        ),
+        "ListMemories": per_call(
+            proxy,
+            lambda: memories.ListMemories(
+                pb.ListMemoriesRequest(filter=pb.MemoryFilter(namespace_prefix=["rt", uid]))
+            ),
+        ),
+        "ListNamespaces": per_call(
+            proxy, lambda: memories.ListNamespaces(pb.ListNamespacesRequest(prefix=["rt"]))
+        ),
+        "ListConversations": per_call(
+            proxy,
+            lambda: conversations.ListConversations(cpb.ListConversationsRequest(page_size=5)),
+        ),
+        "SearchMessages": per_call(
+            proxy,
+            lambda: conversations.SearchMessages(
+                cpb.SearchMessagesRequest(
+                    query_text="héllo",
+                    mode=spb.SEARCH_MODE_TEXT,
+                    filter=cpb.MessageFilter(conversation_ids=[conv]),
+                )
+            ),
+        ),
+        "ListMessages": per_call(
+            proxy,
+            lambda: conversations.ListMessages(cpb.ListMessagesRequest(conversation_id=conv)),
+        ),
     }
     assert conversations.GetContextWindow(window).total_tokens == 7
     assert memories.SearchMemories(search).results[0].memory.content == "round trip"
+    found = conversations.SearchMessages(
+        cpb.SearchMessagesRequest(query_text="héllo", mode=spb.SEARCH_MODE_TEXT)
+    )
+    assert [r.message.content for r in found.results] == ["héllo"]
     assert {name: c.count(1) >= CALLS - 1 for name, c in counts.items()} == dict.fromkeys(
         counts, True
     ), counts

@@ -261,13 +261,15 @@ async def list_messages(
         "from": from_seq,
         "limit": limit,
     }
-    async with transaction(pool, tenant_id) as conn:
-        async with conn.cursor(row_factory=class_row(Message)) as cur:
-            await cur.execute(query, params)
-            rows = await cur.fetchall()
-        if not rows and await select_conversation(conn, tenant_id, conversation_id) is None:
+    [rows] = await read(pool, tenant_id, [(query, params)], row_factory=class_row(Message))
+    if not rows:  # the conversation's end, or no conversation: a second round trip tells
+        exists = sql.SQL(
+            "SELECT 1 FROM conversations WHERE tenant_id = %(tenant)s AND id = %(conversation)s"
+        )
+        [found] = await read(pool, tenant_id, [(exists, params)], row_factory=tuple_row)
+        if not found:
             raise not_found(conversation_id)
-        return rows
+    return rows
 
 
 async def get_context_window(

@@ -12,9 +12,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from memoryd_server import ranking
 from memoryd_server.conversations.models import Message
-from memoryd_server.database import transaction
 from memoryd_server.memories.search import search_settings
 from memoryd_server.ranking import Query
+from memoryd_server.reads import read
 
 _FIELDS = tuple(f.name for f in fields(Message))
 _COLUMNS = sql.SQL(", ").join(sql.Identifier("m", name) for name in _FIELDS)
@@ -85,36 +85,34 @@ async def search_messages(
         " JOIN conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id"
         " WHERE {}"
     ).format(_COLUMNS, distance, text_rank, where)
-    by_vector: list[dict[str, Any]] = []
-    by_text: list[dict[str, Any]] = []
     vector_condition = sql.SQL("m.embedding_model = {} AND m.embedding IS NOT NULL")
-    async with (
-        transaction(pool, tenant_id, settings) as conn,
-        conn.cursor(row_factory=dict_row) as cur,
-    ):
-        if query.mode != "text" and space is not None:
-            condition = vector_condition.format(sql.Literal(space.name))
-            await cur.execute(
+    statements: list[tuple[sql.Composable, dict[str, Any]]] = []
+    vector = query.mode != "text" and space is not None
+    if vector:
+        assert space is not None
+        condition = vector_condition.format(sql.Literal(space.name))
+        statements.append(
+            (
                 sql.SQL("{} AND {} ORDER BY {} LIMIT %(k)s").format(select, condition, distance),
                 params,
             )
-            by_vector = await cur.fetchall()
-            if len(by_vector) < depth:  # as in memories/search.py: exact for small sets
-                await cur.execute(
-                    sql.SQL("{} AND {} ORDER BY {} + 0 LIMIT %(k)s").format(
-                        select, condition, distance
-                    ),
-                    params,
-                )
-                by_vector = await cur.fetchall()
-            by_vector.sort(key=lambda r: (r["distance"], r["id"]))
-        if query.mode != "vector":
-            text_query = sql.SQL(
-                "{} AND m.search_text @@ {} ORDER BY text_rank DESC, m.create_time DESC, m.id"
-                " LIMIT %(k)s"
-            ).format(select, ranking.tsquery(query.text_match))
-            await cur.execute(text_query, params)
-            by_text = await cur.fetchall()
+        )
+    if query.mode != "vector":
+        text_query = sql.SQL(
+            "{} AND m.search_text @@ {} ORDER BY text_rank DESC, m.create_time DESC, m.id"
+            " LIMIT %(k)s"
+        ).format(select, ranking.tsquery(query.text_match))
+        statements.append((text_query, params))
+    # Vector and text candidates together: one round trip (reads.py).
+    found = await read(pool, tenant_id, statements, row_factory=dict_row, settings=settings)
+    by_vector: list[dict[str, Any]] = found.pop(0) if vector else []
+    by_text: list[dict[str, Any]] = found.pop(0) if found else []
+    if vector and len(by_vector) < depth:  # as in memories/search.py: exact for small sets
+        exact = sql.SQL("{} AND {} ORDER BY {} + 0 LIMIT %(k)s").format(select, condition, distance)
+        [by_vector] = await read(
+            pool, tenant_id, [(exact, params)], row_factory=dict_row, settings=settings
+        )
+    by_vector.sort(key=lambda r: (r["distance"], r["id"]))
     fused = ranking.fuse(
         by_vector, by_text, weights=weights, fusion=query.fusion, mode=query.mode,
         occur_time=lambda row: row["create_time"],

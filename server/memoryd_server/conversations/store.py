@@ -177,12 +177,8 @@ async def list_conversations(
         "SELECT {cols} FROM conversations WHERE {where}"
         " ORDER BY last_activity_time DESC, id DESC LIMIT %(limit)s"
     ).format(cols=CONVERSATION_COLUMNS, where=sql.SQL(" AND ").join(conditions))
-    async with (
-        transaction(pool, tenant_id) as conn,
-        conn.cursor(row_factory=class_row(Conversation)) as cur,
-    ):
-        await cur.execute(query, params)
-        return await cur.fetchall()
+    [rows] = await read(pool, tenant_id, [(query, params)], row_factory=class_row(Conversation))
+    return rows
 
 
 async def update_conversation(

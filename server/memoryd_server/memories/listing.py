@@ -6,12 +6,13 @@ import uuid
 from typing import Any
 
 from psycopg import sql
+from psycopg.rows import class_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd_server.database import transaction
 from memoryd_server.memories.filters import filter_condition
 from memoryd_server.memories.models import LIVE_STATUSES, Memory, MemoryFilter, ns_path
-from memoryd_server.memories.store import SELECT_COLUMNS, fetch
+from memoryd_server.memories.store import SELECT_COLUMNS
+from memoryd_server.reads import read
 
 
 async def list_memories(
@@ -29,8 +30,8 @@ async def list_memories(
         "SELECT {} FROM memories WHERE {} AND (%(before)s::uuid IS NULL OR id < %(before)s)"
         " ORDER BY id DESC LIMIT %(limit)s"
     ).format(SELECT_COLUMNS, where)
-    async with transaction(pool, tenant_id) as conn:
-        return await fetch(conn, query, params)
+    [rows] = await read(pool, tenant_id, [(query, params)], row_factory=class_row(Memory))
+    return rows
 
 
 async def list_namespaces(
@@ -58,6 +59,5 @@ async def list_namespaces(
         ' > %(after)s::text COLLATE "C"'
         " ORDER BY array_to_string(ns, E'\\x1f') COLLATE \"C\" LIMIT %(limit)s"
     ).format(depth, where)
-    async with transaction(pool, tenant_id) as conn:
-        cur = await conn.execute(query, params)
-        return [list(row[0]) for row in await cur.fetchall()]
+    [rows] = await read(pool, tenant_id, [(query, params)], row_factory=tuple_row)
+    return [list(row[0]) for row in rows]

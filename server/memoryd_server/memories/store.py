@@ -32,6 +32,7 @@ from memoryd_server.memories.models import (
     NewMemory,
     ns_path,
 )
+from memoryd_server.reads import read
 
 Conn = AsyncConnection[Any]
 
@@ -188,25 +189,37 @@ async def create_memory(
         return memory, updated
 
 
+_GET_MEMORY = sql.SQL(
+    "SELECT {} FROM memories WHERE tenant_id = %(tenant)s AND id = %(id)s"
+).format(SELECT_COLUMNS)
+_GET_MEMORY_BY_KEY = sql.SQL(
+    "SELECT {} FROM memories WHERE tenant_id = %(tenant)s AND ns_path = %(ns)s AND key = %(key)s"
+    " AND status = ANY(%(statuses)s)"
+).format(SELECT_COLUMNS)
+
+
 async def get_memory(pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID) -> Memory:
-    """The memory, or NOT_FOUND."""
-    async with transaction(pool, tenant_id) as conn:
-        found = await _select(conn, tenant_id, memory_id)
-    if found is None:
+    """The memory, or NOT_FOUND. One round trip (reads.py)."""
+    params = {"tenant": tenant_id, "id": memory_id}
+    [rows] = await read(pool, tenant_id, [(_GET_MEMORY, params)], row_factory=class_row(Memory))
+    if not rows:
         raise _not_found(memory_id)
-    return found
+    return rows[0]
 
 
 async def get_memory_by_key(
     pool: AsyncConnectionPool, *, tenant_id: str, namespace: list[str], key: str
 ) -> Memory:
-    """The live memory holding (namespace, key), or NOT_FOUND."""
-    query = sql.SQL(
-        "SELECT {} FROM memories WHERE tenant_id = %s AND ns_path = %s AND key = %s"
-        " AND status = ANY(%s)"
-    ).format(SELECT_COLUMNS)
-    async with transaction(pool, tenant_id) as conn:
-        rows = await fetch(conn, query, (tenant_id, ns_path(namespace), key, list(LIVE_STATUSES)))
+    """The live memory holding (namespace, key), or NOT_FOUND. One round trip."""
+    params = {
+        "tenant": tenant_id,
+        "ns": ns_path(namespace),
+        "key": key,
+        "statuses": list(LIVE_STATUSES),
+    }
+    [rows] = await read(
+        pool, tenant_id, [(_GET_MEMORY_BY_KEY, params)], row_factory=class_row(Memory)
+    )
     if not rows:
         raise NotFound(f"no memory has key {key!r} in namespace {'/'.join(namespace)!r}")
     return rows[0]
