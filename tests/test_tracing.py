@@ -128,9 +128,20 @@ def test_composed_statements_are_named_by_their_keyword(
     rpc = _rpc_span(spans, "/memoryd.v1.ConversationService/CreateConversation")
     names = [s.name for s in _statements_under(spans, rpc)]
     assert names, names
-    # PING: the pool's liveness check of a connection (an empty statement).
-    assert set(names) <= {"PING", "SELECT", "INSERT", "UPDATE", "DELETE", "WITH"}, names
+    # PING: the pool's liveness check of a connection (an empty statement);
+    # BEGIN: the transaction's start with its settings, one message.
+    assert set(names) <= {
+        "PING",
+        "BEGIN",
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "WITH",
+        "COMMIT",
+    }, names
     assert "INSERT" in names
+    assert names.index("BEGIN") < names.index("INSERT") < names.index("COMMIT"), names
 
 
 def test_no_statement_spans_without_a_tracer(memoryd_server: ServerThread) -> None:

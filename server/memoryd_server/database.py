@@ -26,6 +26,7 @@ from memoryd_server.config import Settings
 from memoryd_server.errors import Unavailable, map_pg_errors
 from memoryd_server.migration_lock import WAIT_SECONDS as MIGRATION_LOCK_WAIT
 from memoryd_server.migration_lock import LockTimeout, migration_lock
+from memoryd_server.telemetry import statement_of
 
 log = structlog.get_logger(__name__)
 
@@ -310,6 +311,15 @@ async def ping(pool: AsyncConnectionPool) -> bool:
     return True
 
 
+def declarations(local: Mapping[str, str]) -> sql.Composed:
+    """``SELECT set_config(k, v, true), ...`` with the values as literals."""
+    calls = sql.SQL(", ").join(
+        sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+        for k, v in local.items()
+    )
+    return sql.SQL("SELECT {}").format(calls)
+
+
 @asynccontextmanager
 async def transaction(
     pool: AsyncConnectionPool,
@@ -330,31 +340,39 @@ async def transaction(
     local = dict(settings or {})
     if tenant_id is not None:
         local["memoryd.tenant"] = tenant_id
+    begin = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if snapshot else "BEGIN"
     try:
         with map_pg_errors():
             async with pool.connection() as conn:
-                if snapshot:  # psycopg's BEGIN then says so: no round trip of its own
-                    await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
-                    await conn.set_read_only(True)
+                # BEGIN and the settings go as one message, one round trip
+                # (psycopg's own transaction() sends BEGIN alone first). In
+                # autocommit mode psycopg sends no BEGIN of its own and follows
+                # the server's transaction status, so statements run inside ours.
+                await conn.set_autocommit(True)
                 try:
-                    async with conn.transaction():
-                        if local:
-                            calls = sql.SQL(", ").join(
-                                sql.SQL("set_config({}, {}, true)").format(
-                                    sql.Literal(k), sql.Placeholder()
-                                )
-                                for k in local
-                            )
-                            await conn.execute(
-                                sql.SQL("SELECT {}").format(calls), list(local.values())
-                            )
+                    start, shown = begin, begin
+                    if local:
+                        start += "; " + declarations(local).as_string(conn)
+                        # Traced with placeholders: the values may be a tenant's id.
+                        shown += "; SELECT " + ", ".join(
+                            f"set_config('{k}', %s, true)" for k in local
+                        )
+                    with statement_of(conn, shown):
+                        await psycopg.AsyncClientCursor(conn).execute(start, prepare=False)
+                    try:
                         yield conn
+                    except BaseException:
+                        if not conn.broken:
+                            with suppress(psycopg.Error):
+                                await conn.execute("ROLLBACK")
+                        raise
+                    await conn.execute("COMMIT")
                 finally:
-                    if snapshot:  # the pool's next user gets the server's defaults
-                        # A broken connection cannot be reset, and the pool drops it.
+                    # A connection left in a transaction (a ROLLBACK that failed)
+                    # cannot change mode; the pool rolls it back or drops it.
+                    if not conn.broken:
                         with suppress(psycopg.Error):
-                            await conn.set_isolation_level(None)
-                            await conn.set_read_only(None)
+                            await conn.set_autocommit(False)
     except Unavailable as exc:
         # A connection lost mid-call: find out now whether the database is down,
         # so the next calls fail at once instead of each finding out.

@@ -236,7 +236,8 @@ def operation_of(query: Any) -> str:
     if not isinstance(query, str):
         return "SQL"  # psycopg.sql.Composed: rendering it needs the connection
     head = query.lstrip().split(None, 1)
-    return head[0].upper()[:16] if head else "PING"
+    # "BEGIN; SELECT set_config(...)" is named BEGIN, not "BEGIN;".
+    return head[0].rstrip(";").upper()[:16] if head else "PING"
 
 
 def embedded(texts: int, seconds: float) -> None:

@@ -28,6 +28,7 @@ from psycopg.rows import AsyncRowFactory, Row
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd_server.availability import Pool
+from memoryd_server.database import declarations
 from memoryd_server.errors import Unavailable, map_pg_errors
 from memoryd_server.telemetry import statement_of
 
@@ -67,15 +68,6 @@ def _prepared_form(text: str) -> _Prepared:
     return _Prepared(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}({arguments})")
 
 
-def _declarations(local: Mapping[str, str]) -> sql.Composed:
-    """``SELECT set_config(k, v, true), ...`` with the values as literals."""
-    calls = sql.SQL(", ").join(
-        sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
-        for k, v in local.items()
-    )
-    return sql.SQL("SELECT {}").format(calls)
-
-
 async def _read_on(
     conn: psycopg.AsyncConnection[Any],
     local: Mapping[str, str],
@@ -86,7 +78,7 @@ async def _read_on(
 ) -> list[list[Row]]:
     prepared = _prepared.setdefault(conn, set())
     cur = psycopg.AsyncClientCursor(conn, row_factory=row_factory)
-    parts = [_declarations(local).as_string(conn)]
+    parts = [declarations(local).as_string(conn)]
     results: list[bool] = [False]  # whether each result of the message is a statement's
     new: list[str] = []
     for query, params in statements:
