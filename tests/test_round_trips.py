@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from google.protobuf import timestamp_pb2
 from psycopg import sql
 from psycopg.rows import tuple_row
 
@@ -113,6 +114,7 @@ def test_read_rpcs_take_one_round_trip(counted, uid):
         )
     )
     first = created.memory_ids[0]
+    now = int(time.time()) + 60
     window = cpb.GetContextWindowRequest(
         conversation_id=conv, include_system_messages=True, max_tokens=100
     )
@@ -130,6 +132,15 @@ def test_read_rpcs_take_one_round_trip(counted, uid):
         "GetMemory by key": per_call(
             proxy,
             lambda: memories.GetMemory(pb.GetMemoryRequest(namespace=["rt", uid], key="k")),
+        ),
+        "GetMemoryHistory": per_call(
+            proxy, lambda: memories.GetMemoryHistory(pb.GetMemoryHistoryRequest(memory_id=first))
+        ),
+        "GetMemoryAt": per_call(
+            proxy,
+            lambda: memories.GetMemoryAt(
+                pb.GetMemoryAtRequest(memory_id=first, time=timestamp_pb2.Timestamp(seconds=now))
+            ),
         ),
         "ListMemories": per_call(
             proxy,

@@ -11,12 +11,14 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
+from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from memoryd_server.database import transaction
 from memoryd_server.memories.models import Memory, MemoryEvent, from_state, to_state
+from memoryd_server.reads import read
 
 Conn = AsyncConnection[Any]
 
@@ -102,20 +104,18 @@ async def list_events(
     limit: int,
 ) -> list[MemoryEvent]:
     """Events after ``after_version``, oldest first, with the states around each."""
-    async with transaction(pool, tenant_id) as conn:
-        cur = await conn.execute(
-            "SELECT e.version, e.event_type, e.actor, e.actor_name, e.event_time, s.state,"
-            " s.reason,"
-            " p.state FROM memory_events e"
-            " LEFT JOIN memory_snapshots s ON s.tenant_id = e.tenant_id"
-            "  AND s.memory_id = e.memory_id AND s.version = e.version"
-            " LEFT JOIN memory_snapshots p ON p.tenant_id = e.tenant_id"
-            "  AND p.memory_id = e.memory_id AND p.version = e.version - 1"
-            " WHERE e.tenant_id = %s AND e.memory_id = %s AND e.version > %s"
-            " ORDER BY e.version LIMIT %s",
-            (tenant_id, memory_id, after_version, limit),
-        )
-        rows = await cur.fetchall()
+    query = sql.SQL(
+        "SELECT e.version, e.event_type, e.actor, e.actor_name, e.event_time, s.state,"
+        " s.reason, p.state FROM memory_events e"
+        " LEFT JOIN memory_snapshots s ON s.tenant_id = e.tenant_id"
+        "  AND s.memory_id = e.memory_id AND s.version = e.version"
+        " LEFT JOIN memory_snapshots p ON p.tenant_id = e.tenant_id"
+        "  AND p.memory_id = e.memory_id AND p.version = e.version - 1"
+        " WHERE e.tenant_id = %(tenant)s AND e.memory_id = %(memory)s"
+        " AND e.version > %(after)s ORDER BY e.version LIMIT %(limit)s"
+    )
+    params = {"tenant": tenant_id, "memory": memory_id, "after": after_version, "limit": limit}
+    [rows] = await read(pool, tenant_id, [(query, params)], row_factory=tuple_row)
     return [
         MemoryEvent(
             memory_id=memory_id, version=version, event_type=event_type, actor=actor,
@@ -131,16 +131,16 @@ async def state_at(
     pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID, at: dt.datetime
 ) -> tuple[str | None, Memory | None]:
     """The last event type at or before ``at`` and the state it left (None if purged)."""
-    async with transaction(pool, tenant_id) as conn:
-        cur = await conn.execute(
-            "SELECT e.event_type, s.state FROM memory_events e"
-            " LEFT JOIN memory_snapshots s ON s.tenant_id = e.tenant_id"
-            "  AND s.memory_id = e.memory_id AND s.version = e.version"
-            " WHERE e.tenant_id = %s AND e.memory_id = %s AND e.event_time <= %s"
-            " ORDER BY e.version DESC LIMIT 1",
-            (tenant_id, memory_id, at),
-        )
-        row = await cur.fetchone()
+    query = sql.SQL(
+        "SELECT e.event_type, s.state FROM memory_events e"
+        " LEFT JOIN memory_snapshots s ON s.tenant_id = e.tenant_id"
+        "  AND s.memory_id = e.memory_id AND s.version = e.version"
+        " WHERE e.tenant_id = %(tenant)s AND e.memory_id = %(memory)s"
+        " AND e.event_time <= %(at)s ORDER BY e.version DESC LIMIT 1"
+    )
+    params = {"tenant": tenant_id, "memory": memory_id, "at": at}
+    [rows] = await read(pool, tenant_id, [(query, params)], row_factory=tuple_row)
+    row = rows[0] if rows else None
     if row is None:
         return None, None
     event_type, state = row
