@@ -21,6 +21,7 @@ from memoryd_server.conversations.models import (
 )
 from memoryd_server.conversations.store import (
     CONVERSATION_COLUMNS,
+    get_conversation,
     insert_conversation,
     not_found,
     select_conversation,
@@ -263,12 +264,7 @@ async def list_messages(
     }
     [rows] = await read(pool, tenant_id, [(query, params)], row_factory=class_row(Message))
     if not rows:  # the conversation's end, or no conversation: a second round trip tells
-        exists = sql.SQL(
-            "SELECT 1 FROM conversations WHERE tenant_id = %(tenant)s AND id = %(conversation)s"
-        )
-        [found] = await read(pool, tenant_id, [(exists, params)], row_factory=tuple_row)
-        if not found:
-            raise not_found(conversation_id)
+        await get_conversation(pool, tenant_id=tenant_id, conversation_id=conversation_id)
     return rows
 
 

@@ -84,11 +84,8 @@ async def select_conversation(
     tenant_id: str,
     conversation_id: str,
 ) -> Conversation | None:
-    query = sql.SQL(
-        "SELECT {cols} FROM conversations WHERE tenant_id = %(tenant)s AND id = %(id)s"
-    ).format(cols=CONVERSATION_COLUMNS)
     async with conn.cursor(row_factory=class_row(Conversation)) as cur:
-        await cur.execute(query, {"tenant": tenant_id, "id": conversation_id})
+        await cur.execute(_SELECT_CONVERSATION, {"tenant": tenant_id, "id": conversation_id})
         return await cur.fetchone()
 
 

@@ -87,13 +87,20 @@ async def fetch(conn: Conn, query: sql.Composed, params: Any) -> list[Memory]:
         return await cur.fetchall()
 
 
+_GET_MEMORY = sql.SQL(
+    "SELECT {} FROM memories WHERE tenant_id = %(tenant)s AND id = %(id)s"
+).format(SELECT_COLUMNS)
+_GET_MEMORY_BY_KEY = sql.SQL(
+    "SELECT {} FROM memories WHERE tenant_id = %(tenant)s AND ns_path = %(ns)s AND key = %(key)s"
+    " AND status = ANY(%(statuses)s)"
+).format(SELECT_COLUMNS)
+
+
 async def _select(
     conn: Conn, tenant_id: str, memory_id: uuid.UUID, *, lock: bool = False
 ) -> Memory | None:
-    query = sql.SQL("SELECT {} FROM memories WHERE tenant_id = %s AND id = %s {}").format(
-        SELECT_COLUMNS, sql.SQL("FOR UPDATE" if lock else "")
-    )
-    rows = await fetch(conn, query, (tenant_id, memory_id))
+    query = sql.SQL("{} FOR UPDATE").format(_GET_MEMORY) if lock else _GET_MEMORY
+    rows = await fetch(conn, query, {"tenant": tenant_id, "id": memory_id})
     return rows[0] if rows else None
 
 
@@ -187,15 +194,6 @@ async def create_memory(
                 resource_id=str(memory.id),
             )  # fmt: skip
         return memory, updated
-
-
-_GET_MEMORY = sql.SQL(
-    "SELECT {} FROM memories WHERE tenant_id = %(tenant)s AND id = %(id)s"
-).format(SELECT_COLUMNS)
-_GET_MEMORY_BY_KEY = sql.SQL(
-    "SELECT {} FROM memories WHERE tenant_id = %(tenant)s AND ns_path = %(ns)s AND key = %(key)s"
-    " AND status = ANY(%(statuses)s)"
-).format(SELECT_COLUMNS)
 
 
 async def get_memory(pool: AsyncConnectionPool, *, tenant_id: str, memory_id: uuid.UUID) -> Memory:
