@@ -281,6 +281,9 @@ def create_pool(
             (str(settings.statement_timeout_ms),),
         )
         await conn.commit()
+        # transaction() and reads.read() send their own BEGIN (with the
+        # settings) or none; psycopg's implicit BEGIN would cost a round trip.
+        await conn.set_autocommit(True)
 
     return Pool(
         url,
@@ -348,31 +351,23 @@ async def transaction(
                 # (psycopg's own transaction() sends BEGIN alone first). In
                 # autocommit mode psycopg sends no BEGIN of its own and follows
                 # the server's transaction status, so statements run inside ours.
-                await conn.set_autocommit(True)
+                if not conn.autocommit:  # pooled connections are (pool()); others once
+                    await conn.set_autocommit(True)
+                start, shown = begin, begin
+                if local:
+                    start += "; " + declarations(local).as_string(conn)
+                    # Traced with placeholders: the values may be a tenant's id.
+                    shown += "; SELECT " + ", ".join(f"set_config('{k}', %s, true)" for k in local)
+                with statement_of(conn, shown):
+                    await psycopg.AsyncClientCursor(conn).execute(start, prepare=False)
                 try:
-                    start, shown = begin, begin
-                    if local:
-                        start += "; " + declarations(local).as_string(conn)
-                        # Traced with placeholders: the values may be a tenant's id.
-                        shown += "; SELECT " + ", ".join(
-                            f"set_config('{k}', %s, true)" for k in local
-                        )
-                    with statement_of(conn, shown):
-                        await psycopg.AsyncClientCursor(conn).execute(start, prepare=False)
-                    try:
-                        yield conn
-                    except BaseException:
-                        if not conn.broken:
-                            with suppress(psycopg.Error):
-                                await conn.execute("ROLLBACK")
-                        raise
-                    await conn.execute("COMMIT")
-                finally:
-                    # A connection left in a transaction (a ROLLBACK that failed)
-                    # cannot change mode; the pool rolls it back or drops it.
+                    yield conn
+                except BaseException:
                     if not conn.broken:
                         with suppress(psycopg.Error):
-                            await conn.set_autocommit(False)
+                            await conn.execute("ROLLBACK")
+                    raise
+                await conn.execute("COMMIT")
     except Unavailable as exc:
         # A connection lost mid-call: find out now whether the database is down,
         # so the next calls fail at once instead of each finding out.

@@ -48,13 +48,23 @@ def dict_to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct:
     return result
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
     """A Timestamp, or None so the proto field stays unset."""
     if value is None:
         return None
-    result = timestamp_pb2.Timestamp()
-    result.FromDatetime(value)
-    return result
+    if value.tzinfo is None:
+        result = timestamp_pb2.Timestamp()
+        result.FromDatetime(value)
+        return result
+    # Timestamp.FromDatetime is pure Python (1.7 µs against 0.5 here), and a
+    # search answers with five timestamps per memory.
+    since = value - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=since.days * 86_400 + since.seconds, nanos=since.microseconds * 1000
+    )
 
 
 def to_datetime(field: str, value: timestamp_pb2.Timestamp) -> dt.datetime:

@@ -14,7 +14,7 @@ from memoryd_server import ranking
 from memoryd_server.conversations.models import Message
 from memoryd_server.memories.search import search_settings
 from memoryd_server.ranking import Query
-from memoryd_server.reads import read
+from memoryd_server.reads import read, vector_literal
 
 _FIELDS = tuple(f.name for f in fields(Message))
 _COLUMNS = sql.SQL(", ").join(sql.Identifier("m", name) for name in _FIELDS)
@@ -68,7 +68,8 @@ async def search_messages(
     """The ``top_k`` best messages for ``query`` among those ``filter`` admits."""
     weights = ranking.Weights().resolved(query.mode, query.fusion)
     depth = max(2 * top_k, 20) if query.mode != "hybrid" else min(max(4 * top_k, 40), 400)
-    params: dict[str, Any] = {"q": query.vector, "text": query.text, "k": depth}
+    q = None if query.vector is None else vector_literal(query.vector)
+    params: dict[str, Any] = {"q": q, "text": query.text, "k": depth}
     where = _condition(tenant_id, filter, params)
     text_rank: sql.Composable = sql.SQL("0::float4")
     if query.text:

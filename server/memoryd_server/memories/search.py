@@ -13,10 +13,10 @@ from psycopg_pool import AsyncConnectionPool
 from memoryd_server import ranking
 from memoryd_server.embeddings.registry import ModelSpace
 from memoryd_server.memories.filters import filter_condition
-from memoryd_server.memories.models import COLUMNS, Embedding, Memory, MemoryFilter
+from memoryd_server.memories.models import COLUMNS, Memory, MemoryFilter
 from memoryd_server.memories.store import column_sql
 from memoryd_server.ranking import Query, Weights
-from memoryd_server.reads import read
+from memoryd_server.reads import read, vector_literal
 
 MAX_TOP_K = 100
 DEFAULT_TOP_K = 10
@@ -65,15 +65,6 @@ def search_settings(depth: int) -> dict[str, str]:
         # one other path, the index; a text search has none, so it still sorts.
         "enable_sort": "off",
     }
-
-
-def vector_literal(vector: Embedding) -> str:
-    """``vector`` in pgvector's text form, for ``read()``'s client-side binding.
-
-    pgvector's own dumper formats element by element (about 0.3 ms for 384
-    dimensions); Python's float repr is exact for the float32 values it holds.
-    """
-    return "[" + ",".join(map(repr, vector.tolist())) + "]"
 
 
 def vector_distance(space: ModelSpace) -> sql.Composed:
