@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pytest
 from google.protobuf import timestamp_pb2
 
+from memoryd_server.pgtypes import JsonLoader
 from memoryd_server.protoconv import timestamp
 from memoryd_server.reads import vector_literal
 
@@ -44,3 +46,12 @@ def test_timestamps_match_protobufs_own_conversion(value):
 
 def test_no_timestamp_leaves_the_field_unset():
     assert timestamp(None) is None
+
+
+def test_the_json_loader_reads_what_psycopgs_reads_and_never_shares_empties():
+    loader = JsonLoader(0)
+    for text in (b"{}", b"[]", b'{"a": [1, 2.5, null], "\xc3\xa9t\xc3\xa9": "\xe6\x97\xa5"}', b"[{}]"):
+        assert loader.load(memoryview(text)) == json.loads(text)
+    first = loader.load(b"{}")
+    first["changed"] = True
+    assert loader.load(b"{}") == {}

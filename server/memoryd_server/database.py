@@ -20,7 +20,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from memoryd_server import crash_leftovers
+from memoryd_server import crash_leftovers, pgtypes
 from memoryd_server.availability import Availability, Pool
 from memoryd_server.config import Settings
 from memoryd_server.errors import Unavailable, map_pg_errors
@@ -276,6 +276,7 @@ def create_pool(
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
         await register_vector_async(conn)
+        pgtypes.register(conn)
         await conn.execute(
             "SELECT set_config('statement_timeout', %s, false)",
             (str(settings.statement_timeout_ms),),
