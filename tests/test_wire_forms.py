@@ -22,7 +22,8 @@ def test_a_vector_literal_gives_back_every_float32_exactly():
         np.array([np.finfo(np.float32).max, np.finfo(np.float32).tiny, -0.0, 1e-45], np.float32),
     ):
         text = vector_literal(vector)
-        assert text.startswith("[") and text.endswith("]") and " " not in text
+        assert text[0] + text[-1] == "[]"
+        assert " " not in text
         parsed = np.array([float(v) for v in text[1:-1].split(",")], dtype=np.float32)
         assert parsed.tobytes() == vector.tobytes()
 
@@ -50,7 +51,8 @@ def test_no_timestamp_leaves_the_field_unset():
 
 def test_the_json_loader_reads_what_psycopgs_reads_and_never_shares_empties():
     loader = JsonLoader(0)
-    for text in (b"{}", b"[]", b'{"a": [1, 2.5, null], "\xc3\xa9t\xc3\xa9": "\xe6\x97\xa5"}', b"[{}]"):
+    accented = '{"a": [1, 2.5, null], "été": "日"}'.encode()
+    for text in (b"{}", b"[]", accented, b"[{}]"):
         assert loader.load(memoryview(text)) == json.loads(text)
     first = loader.load(b"{}")
     first["changed"] = True
