@@ -1,6 +1,7 @@
 """The same reads through memoryd and through a bare async psycopg client, at 1, 8 and 32 in flight.
 
 Usage: python -m bench.concurrency [--rows 100000] [--dim 384] [--messages 10000] [--seconds 5]
+       [--workers N] [--channels 8]
 
 Starts an embedded PostgreSQL, then ``memoryd serve`` in its own process on
 it (auth off, logs at warning), and loads ``--rows`` clustered vectors (binary
@@ -9,7 +10,9 @@ measures it) and one conversation of ``--messages`` messages. For each of
 SearchMemories (vector, top_k 10, no filter) and GetContextWindow (last 20),
 and for 1, 8 and 32 calls in flight, it runs for ``--seconds``:
 
-- memoryd: the RPC through one grpc.aio channel;
+- memoryd: the RPC through `--channels` grpc.aio channels (default 8, each its
+  own TCP connection, which the kernel spreads over the workers), calls going
+  round them by slot;
 - psycopg: the statements the server sends for it (a transaction declaring
   the tenant and the search settings, then the query), as the server's role
   under row-level security, one connection per call in flight.
@@ -260,14 +263,22 @@ async def measure(args: argparse.Namespace, uri: str, port: int, pid: int) -> No
     queries = [q.tolist() for q in data_queries]
     search_sql = sql.SQL(SEARCH_QUERY.format(dim=args.dim))
     conns = await app_connections(uri, max(IN_FLIGHT))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    memories = memory_pb2_grpc.MemoryServiceStub(channel)
-    conversations = conversation_pb2_grpc.ConversationServiceStub(channel)
-    health = health_pb2_grpc.HealthStub(channel)
+    # Each channel its own TCP connection (a local subchannel pool), so that
+    # the kernel spreads them over the workers (SO_REUSEPORT), as it spreads
+    # many agents' connections; calls go round the channels by slot.
+    channels = [
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        for _ in range(args.channels)
+    ]
+    memories = [memory_pb2_grpc.MemoryServiceStub(c) for c in channels]
+    conversations = [conversation_pb2_grpc.ConversationServiceStub(c) for c in channels]
+    health = health_pb2_grpc.HealthStub(channels[0])
     tenant = {"tenant": DEFAULT_TENANT}
 
-    async def rpc_search(_: int, i: int) -> None:
-        reply = await memories.SearchMemories(
+    async def rpc_search(slot: int, i: int) -> None:
+        reply = await memories[slot % len(channels)].SearchMemories(
             pb.SearchMemoriesRequest(query_embedding=queries[i % len(queries)], top_k=TOP_K)
         )
         assert len(reply.results) == TOP_K
@@ -281,8 +292,8 @@ async def measure(args: argparse.Namespace, uri: str, port: int, pid: int) -> No
 
     window_request = cpb.GetContextWindowRequest(conversation_id=CONVERSATION, max_messages=WINDOW)
 
-    async def rpc_window(_: int, __: int) -> None:
-        reply = await conversations.GetContextWindow(window_request)
+    async def rpc_window(slot: int, _: int) -> None:
+        reply = await conversations[slot % len(channels)].GetContextWindow(window_request)
         assert len(reply.messages) == WINDOW
 
     window_params = {**tenant, "conversation": CONVERSATION}
@@ -328,7 +339,8 @@ async def measure(args: argparse.Namespace, uri: str, port: int, pid: int) -> No
             f"{name}: p50 {rpc * 1000:.3f} ms, raw SQL {raw * 1000:.3f} ms;"
             f" RPC / (SQL + no-op) = {rpc / (raw + noop_p50):.2f}"
         )
-    await channel.close()
+    for channel in channels:
+        await channel.close()
     for conn in conns:
         await conn.close()
 
@@ -340,6 +352,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=0, help="MEMORYD_WORKERS (0: unset)")
+    parser.add_argument(
+        "--channels", type=int, default=8, help="client connections the calls go round (1: one)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
