@@ -6,7 +6,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 import psycopg
@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from structlog.typing import EventDict, WrappedLogger
 
-from memoryd_server import metrics
+from memoryd_server import log_writer, metrics
 from memoryd_server.config import Settings
 
 
@@ -26,6 +26,10 @@ def add_trace_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     if context.is_valid:
         event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
     return event_dict
+
+
+def _always(logger: Any) -> Callable[..., Any]:
+    return lambda *_: logger
 
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
@@ -55,9 +59,16 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[settings.log_level.upper()]
         ),
-        # One write per line: workers share stderr, and print() writes the line and
-        # its newline apart, so two workers' lines could end up on one.
-        logger_factory=structlog.WriteLoggerFactory(out),
+        # Whole lines per write: workers share stderr, and print() writes the line
+        # and its newline apart, so two workers' lines could end up on one. The
+        # process's stderr is written by a thread (log_writer.py), so that a
+        # stalled reader never blocks the event loop; a stream given here (tests)
+        # is written at once.
+        logger_factory=(
+            structlog.WriteLoggerFactory(out)
+            if stream is not None
+            else _always(log_writer.writer_for(out))
+        ),
         cache_logger_on_first_use=False,
     )
     _route_pool_logs()
