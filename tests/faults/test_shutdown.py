@@ -198,6 +198,10 @@ def test_sigterm_under_closed_loop_load_cancels_nothing(
     # sent GOAWAY; clients see those as CANCELLED (a few of ~900 here).
     assert set(after) <= {"UNAVAILABLE", "CANCELLED"}
     assert after["CANCELLED"] <= sum(after.values()) // 100
-    # Draining workers say so; once all have drained they stop together.
-    assert health
-    assert set(health) <= {"NOT_SERVING", "UNAVAILABLE"}
+    # Draining workers say so; once all have drained they stop together. A
+    # health check reaching gRPC's stop in its last moment is CANCELLED as
+    # those calls are (1 of 729 in one CI run).
+    checked = collections.Counter(health)
+    assert checked
+    assert set(checked) <= {"NOT_SERVING", "UNAVAILABLE", "CANCELLED"}
+    assert checked["CANCELLED"] <= checked.total() // 100
