@@ -47,13 +47,21 @@ def _worker_pids(server: Memoryd) -> dict[int, int]:
     return {e["worker"]: e["pid"] for e in server.events() if e["event"] == "serving"}
 
 
+def _logged_creates(server: Memoryd) -> int:
+    events = server.events()
+    return sum(1 for e in events if e["event"] == "rpc" and "CreateConversation" in e["rpc"])
+
+
 def _serve_on_every_worker(server: Memoryd) -> set[int]:
     """Calls on fresh connections until every worker answered one; their pids."""
     workers = set(_worker_pids(server).values())
     seen: set[int] = set()
+    before = _logged_creates(server)
     for i in range(MAX_CHANNELS):
         created = _create(server.addr, f"wörker call {i}")
         assert created.title == f"wörker call {i}"
+        # A worker writes its lines every 10 ms (log_writer.py): this call's first.
+        _wait_for(lambda: _logged_creates(server) > before + i, 5, "the call's log line")  # noqa: B023
         seen = _rpc_pids(server) & workers
         if seen == workers:
             break

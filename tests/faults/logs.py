@@ -9,11 +9,22 @@ from typing import Any
 
 
 class LogTail:
-    """The JSON events appended to ``path`` since this object was made."""
+    """The JSON events appended to ``path`` since this object was made.
 
-    def __init__(self, path: Path) -> None:
+    A ``memoryd serve`` process writes its lines every 10 ms (log_writer.py):
+    the tail starts once its file has not grown for ``quiet`` seconds, so
+    that earlier calls' lines still on their way are not taken for new ones.
+    """
+
+    def __init__(self, path: Path, quiet: float = 0.0) -> None:
         self.path = path
-        self.offset = path.stat().st_size
+        size, deadline = path.stat().st_size, time.monotonic() + 10
+        while quiet and time.monotonic() < deadline:
+            time.sleep(quiet)
+            size, before = path.stat().st_size, size
+            if size == before:
+                break
+        self.offset = size
 
     def events(self, event: str | None = None, **match: Any) -> list[dict[str, Any]]:
         with self.path.open("rb") as stream:

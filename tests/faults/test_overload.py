@@ -153,7 +153,7 @@ def test_calls_past_the_limit_and_queue_get_resource_exhausted_at_once_with_retr
     small: Memoryd, stub: pb_grpc.ConversationServiceStub, uid: str
 ) -> None:
     """20 more appends while 2 run and 2 queue: each refused at once, with details, no write."""
-    tail = LogTail(small.log)
+    tail = LogTail(small.log, quiet=0.2)
     with _Held(small, stub, uid) as held, ThreadPoolExecutor(20) as pool:
         # Long content, non-ASCII: the refusal comes before the request is even parsed.
         request = _append(f"excess-{uid}", "é" * 100_000)
@@ -237,7 +237,7 @@ def test_the_typed_client_retries_a_shed_call_after_its_retry_delay(
     small: Memoryd, stub: pb_grpc.ConversationServiceStub, uid: str
 ) -> None:
     """A write (not retryable otherwise) is retried on Overloaded, and lands once."""
-    tail = LogTail(small.log)
+    tail = LogTail(small.log, quiet=0.2)
     with (
         _Held(small, stub, uid) as held,
         memoryd.Client(small.addr, max_attempts=50, default_timeout=30) as client,
@@ -293,7 +293,7 @@ def test_an_open_loop_flood_past_capacity_is_shed_and_health_stays_serving(
     """
     conversation_id = f"flood-{uid}"
     stub.AppendMessages(_append(conversation_id), timeout=30)
-    tail = LogTail(small.log)
+    tail = LogTail(small.log, quiet=0.2)
     health: list[int | None] = []
     flooding = threading.Event()
     flooding.set()
@@ -425,7 +425,7 @@ def test_calls_the_event_loop_cannot_take_up_are_refused_by_grpc_core_without_an
                 pb_grpc.ConversationServiceStub(channel).AppendMessages(
                     _append("burst", f"é {uid}"), timeout=30
                 )
-            tail = LogTail(server.log)
+            tail = LogTail(server.log, quiet=0.2)
             server.process.send_signal(signal.SIGSTOP)
             try:
                 threading.Timer(1.0, server.process.send_signal, (signal.SIGCONT,)).start()
