@@ -28,6 +28,7 @@ from tests.test_startup import (
 DOWN_SECONDS = 3.0
 # The promise: every bound of docs/operators.md's "Database outage" paragraph.
 BOUND_SECONDS = 1.0
+ORPHANED_BACKEND_SECONDS = 0.05
 
 
 @contextmanager
@@ -103,10 +104,14 @@ def test_database_killed_calls_fail_fast_and_recover_within_a_second(
         postgres.stop()
 
     calls, health = recorder.calls, recorder.health
-    down = [(s, e, c) for s, e, c in calls if s >= killed and e <= accepting]
+    # Only the postmaster is killed: a backend it leaves behind may answer a
+    # query that reached it in the next few milliseconds, before it notices
+    # (one read did, ending 3 ms after the kill, in one run of many).
+    gone = killed + ORPHANED_BACKEND_SECONDS
+    down = [(s, e, c) for s, e, c in calls if s >= gone and e <= accepting]
     slowest_down = max(e - s for s, e, _ in down)
     down_codes = {c for _, _, c in down}
-    first_ok = min(e for s, e, c in calls if s >= killed and c == "OK")
+    first_ok = min(e for s, e, c in calls if s >= gone and c == "OK")
     not_serving = min(t for t, h in health if t >= killed and h == NOT_SERVING)
     serving_again = min(t for t, h in health if t >= accepting and h == SERVING)
     lines = server.log.read_text().splitlines()
