@@ -352,7 +352,7 @@ async def transaction(
                 # (psycopg's own transaction() sends BEGIN alone first). In
                 # autocommit mode psycopg sends no BEGIN of its own and follows
                 # the server's transaction status, so statements run inside ours.
-                if not conn.autocommit:  # pooled connections are (pool()); others once
+                if not conn.autocommit:  # pooled ones are (create_pool); others once
                     await conn.set_autocommit(True)
                 start, shown = begin, begin
                 if local:

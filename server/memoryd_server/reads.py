@@ -120,7 +120,7 @@ async def _read_on(
                 new.append(form.name)
             parts.append(cur.mogrify(form.execute, params))
         results.append(True)
-    if not conn.autocommit:  # pooled connections are (database.pool); others once
+    if not conn.autocommit:  # pooled ones are (database.create_pool); others once
         await conn.set_autocommit(True)
     try:
         # Never prepared by psycopg: one message of several statements cannot be.
